@@ -1,0 +1,25 @@
+"""Inference engines that score merged models without a restart.
+
+One small interface (:class:`Backend`): load the base and the experts once, apply a mixture in place,
+generate greedily, and score log-likelihoods. :func:`make_backend` picks one by the config's name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dmo_search.backends.base import Backend, BackendError
+
+if TYPE_CHECKING:
+    from dmo_search.config import StudyConfig
+
+__all__ = ["Backend", "BackendError", "make_backend"]
+
+
+def make_backend(cfg: StudyConfig) -> Backend:
+    """Start the backend named by ``cfg.backend.name`` (it loads the base and experts once)."""
+    if cfg.backend.name == "hf":
+        from dmo_search.backends.hf import HFBackend
+
+        return HFBackend(cfg)
+    raise ValueError(f"unknown backend {cfg.backend.name!r}; choose 'hf'")

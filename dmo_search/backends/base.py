@@ -1,0 +1,51 @@
+"""The backend interface every inference engine implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Backend", "BackendError"]
+
+
+class BackendError(RuntimeError):
+    """The engine failed (died, ran out of memory, refused the weights)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A live engine holding the base model and the experts.
+
+    Implementations load everything once in their constructor; ``set_mixture`` then swaps the
+    weights in place for each candidate.
+    """
+
+    name: str
+    expert_names: list[str]
+
+    def set_mixture(self, weights: Sequence[float]) -> None:
+        """Make the engine serve ``theta(w)`` for the mixture ``weights`` (K floats summing to 1)."""
+        ...
+
+    def restore_base(self) -> None:
+        """Make the engine serve the base model ``theta_0`` again."""
+        ...
+
+    def format_prompt(self, prompt: str, *, chat: bool) -> str:
+        """The text fed to the model: ``prompt`` through the tokenizer's chat template if ``chat``."""
+        ...
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
+        """Greedy completions of already formatted prompts (special tokens removed, stripped)."""
+        ...
+
+    def loglikelihood(
+        self, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int
+    ) -> list[tuple[float, int]]:
+        """For each pair, the summed log-probability of ``continuation`` after ``prompt`` and its
+        number of tokens."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine."""
+        ...

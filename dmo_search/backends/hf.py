@@ -1,0 +1,161 @@
+"""The transformers backend: the reference engine, and the one that needs nothing but torch.
+
+The base model is loaded once; each mixture is written into its parameters in place by
+:class:`~dmo_search.merge.InPlaceMerger`. Generation is batched greedy decoding with left padding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from dmo_search.backends.base import BackendError
+from dmo_search.experts import ExpertError, load_expert_set
+from dmo_search.merge import InPlaceMerger
+
+if TYPE_CHECKING:
+    from dmo_search.config import StudyConfig
+
+__all__ = ["HFBackend", "resolve_device"]
+
+_log = logging.getLogger(__name__)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``'auto'`` -> cuda when available, else cpu; anything else as torch reads it."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"backend.device is {spec!r} but no CUDA GPU is visible; use 'cpu' or 'auto'")
+    return dev
+
+
+class HFBackend:
+    """transformers model + in-place merger.
+
+    Args:
+        cfg: the study config (``base_model``, ``experts``, ``backend``, ``merge``).
+    """
+
+    name = "hf"
+
+    def __init__(self, cfg: StudyConfig) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = Path(cfg.base_model)
+        if not (base / "config.json").is_file():
+            raise ExpertError(f"base_model {base} has no config.json; point base_model at a checkpoint folder")
+        self.device = resolve_device(cfg.backend.device)
+        self.dtype = _DTYPES[cfg.backend.dtype]
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(base))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Experts are read against a float32 copy on the CPU so the deltas are exact; the live model
+        # then holds the configured dtype on the configured device.
+        model: Any = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+        model.eval()
+        self.experts = load_expert_set(model, base, cfg.experts)
+        self.expert_names = self.experts.names
+        self.model: Any = model.to(device=self.device, dtype=self.dtype)
+        if self.device.type != "cpu":
+            for e in self.experts.experts:
+                e.deltas = {k: d.to(self.device) for k, d in e.deltas.items()}
+        self.merger = InPlaceMerger(
+            self.model,
+            self.experts,
+            exclude_lora=cfg.merge.exclude_lora,
+            exclude_full=cfg.merge.exclude_full,
+        )
+
+    def set_mixture(self, weights: Sequence[float]) -> None:
+        """Write ``theta(w)`` into the live model."""
+        self.merger.apply(weights)
+
+    def restore_base(self) -> None:
+        """Restore the base weights bit for bit."""
+        self.merger.restore()
+
+    def format_prompt(self, prompt: str, *, chat: bool) -> str:
+        """Apply the tokenizer's chat template (one user turn, generation prompt) when ``chat``."""
+        if not chat:
+            return prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(
+                "objective.chat_template is true but the base tokenizer has no chat template; "
+                "set objective.chat_template: false or add a template to the tokenizer"
+            )
+        text: str = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return text
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
+        """Batched greedy decoding; prompts are sorted by length to pad little."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[str] = [""] * len(prompts)
+        tok = self.tokenizer
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            gen = self.model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True), strict=True):
+                out[i] = text.strip()
+        return out
+
+    @torch.no_grad()
+    def loglikelihood(
+        self, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int
+    ) -> list[tuple[float, int]]:
+        """Summed log-probability of each continuation given its prompt (teacher forcing)."""
+        if len(prompts) != len(continuations):
+            raise ValueError("prompts and continuations must have the same length")
+        tok = self.tokenizer
+        seqs: list[tuple[list[int], int]] = []
+        for p, c in zip(prompts, continuations, strict=True):
+            p_ids = tok(p, add_special_tokens=False)["input_ids"]
+            c_ids = tok(c, add_special_tokens=False)["input_ids"]
+            if not c_ids:
+                raise ValueError(f"continuation {c!r} tokenizes to nothing")
+            seqs.append((p_ids + c_ids, len(c_ids)))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+        pad = tok.pad_token_id
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(seqs[i][0]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                s = seqs[i][0]
+                ids[row, width - len(s) :] = torch.tensor(s)
+                mask[row, width - len(s) :] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(idx):
+                n = seqs[i][1]
+                target = ids[row, width - n :].to(self.device)
+                lp = logp[row, width - n - 1 : width - 1].gather(-1, target[:, None]).sum()
+                out[i] = (float(lp), n)
+        return out
+
+    def close(self) -> None:
+        """Drop the model."""
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

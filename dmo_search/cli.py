@@ -1,0 +1,377 @@
+"""``dmo-search``: the command line, a thin layer over the library.
+
+Results go to stdout (``--json``: only JSON there); progress, warnings and hints go to stderr.
+Errors print one line naming the fix and exit 1; ``DMO_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+_log = logging.getLogger("dmo_search")
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[dmo-search] %(message)s"))
+    _log.handlers[:] = [handler]
+    _log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _log.propagate = False
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _emit(data: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(human)
+
+
+def _fmt_weights(names: Sequence[str], weights: Sequence[float] | None) -> str:
+    if weights is None:
+        return "-"
+    return " ".join(f"{n}={w:.3f}" for n, w in zip(names, weights, strict=True))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _parse_weights(text: str, names: Sequence[str]) -> list[float]:
+    from dmo_search import simplex
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if parts and all("=" in p for p in parts):
+        given = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(f"--weights names unknown experts {unknown}; experts are {list(names)}")
+        return simplex.check_weights([given.get(n, 0.0) for n in names], len(names))
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(
+            f"--weights {text!r} is not a list of numbers; write e.g. 0.5,0.3,0.2 or {names[0]}=0.5,..."
+        ) from None
+    return simplex.check_weights(values, len(names))
+
+
+def _load_cfg(args: argparse.Namespace) -> Any:
+    from dmo_search.config import apply_overrides, load_config
+
+    cfg = load_config(args.config)
+    return apply_overrides(
+        cfg,
+        storage=getattr(args, "storage", None),
+        study_name=getattr(args, "study_name", None),
+        backend=getattr(args, "backend", None),
+        seed=getattr(args, "seed", None),
+        n_trials=getattr(args, "n_trials", None),
+        sampler=getattr(args, "sampler", None),
+    )
+
+
+def _summary(study: Any, cfg: Any) -> dict[str, Any]:
+    from dmo_search.study import best_record, trial_records
+
+    recs = trial_records(study)
+    best = best_record(study)
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return {
+        "study_name": study.study_name,
+        "storage": cfg.storage_url(),
+        "experts": cfg.expert_names,
+        "n_trials_target": cfg.search.n_trials,
+        "counts": counts,
+        "best": best.to_dict() if best else None,
+    }
+
+
+def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
+    best = summary["best"]
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(summary["counts"].items())) or "no trials"
+    lines = [f"study {summary['study_name']}: {counts} (target {summary['n_trials_target']} completed)"]
+    if best is None:
+        lines.append("no completed trial yet")
+        return "\n".join(lines)
+    se = best.get("value_se")
+    lines.append(
+        f"best mixture (trial {best['number']}): {_fmt_weights(names, best['weights'])}"
+        f"  value {best['value']:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+    )
+    scores = best.get("scores") or {}
+    lines.append(_table([[d, f"{s:.4f}"] for d, s in scores.items()], ["domain", "score"]))
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace, resume: bool) -> int:
+    from dmo_search.backends import make_backend
+    from dmo_search.objectives import make_objective
+    from dmo_search.study import load_study, prepare_study, reap_stale_trials, run_study
+
+    if resume:
+        study, cfg = load_study(args.study, args.storage)
+        if args.n_trials is not None or args.backend is not None:
+            from dmo_search.config import apply_overrides
+
+            cfg = apply_overrides(cfg, n_trials=args.n_trials, backend=args.backend)
+    else:
+        cfg = _load_cfg(args)
+        study = prepare_study(cfg, force=args.force)
+    _log.info(f"study {cfg.study_name!r} in {cfg.storage_url()}")
+    reap_stale_trials(study, say=_log.warning)
+    _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
+    objective = make_objective(cfg.objective)
+    backend = make_backend(cfg)
+    try:
+        run_study(study, cfg, backend, objective, n_trials=cfg.search.n_trials, progress=not args.quiet)
+    finally:
+        backend.close()
+    summary = _summary(study, cfg)
+    _emit(summary, args.json, _human_best(summary, cfg.expert_names))
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """Create (or continue) a study from a config and run it to its trial budget."""
+    return _run(args, resume=False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a study from its DB after a crash or to add trials."""
+    return _run(args, resume=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show every trial of a study."""
+    from dmo_search.study import load_study, trial_records
+
+    study, cfg = load_study(args.study, args.storage)
+    recs = [r.to_dict() for r in trial_records(study)]
+    if args.json:
+        _emit({**_summary(study, cfg), "trials": recs}, True, "")
+        return 0
+    rows = []
+    for r in recs:
+        val = (
+            "-"
+            if r["value"] is None
+            else f"{r['value']:.4f}" + (f" ± {r['value_se']:.3f}" if r["value_se"] is not None else "")
+        )
+        w = "-" if r["weights"] is None else ",".join(f"{x:.3f}" for x in r["weights"])
+        t = "-" if r["eval_seconds"] is None else f"{r['merge_seconds']:.2f}+{r['eval_seconds']:.1f}"
+        rows.append([str(r["number"]), r["state"], w, val, t, (r["error"] or "")[:60]])
+    print(f"study {cfg.study_name} ({cfg.storage_url()}), experts: {', '.join(cfg.expert_names)}")
+    print(_table(rows, ["#", "state", "weights", "value", "merge+eval s", "error"]))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """Show the best mixture of a study with its per-domain scores."""
+    from dmo_search.study import load_study
+
+    study, cfg = load_study(args.study, args.storage)
+    summary = _summary(study, cfg)
+    _emit(summary, args.json, _human_best(summary, cfg.expert_names))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score one mixture from a config, without a study."""
+    from dmo_search.backends import make_backend
+    from dmo_search.objectives import make_objective
+    from dmo_search.study import evaluate_mixture
+
+    cfg = _load_cfg(args)
+    weights = _parse_weights(args.weights, cfg.expert_names)
+    objective = make_objective(cfg.objective)
+    backend = make_backend(cfg)
+    try:
+        result, merge_s, eval_s = evaluate_mixture(backend, objective, weights)
+    finally:
+        backend.close()
+    data = {
+        "weights": dict(zip(cfg.expert_names, weights, strict=True)),
+        "value": result.value,
+        "value_se": result.value_se,
+        "scores": result.scores,
+        "n_examples": result.n_examples,
+        "merge_seconds": merge_s,
+        "eval_seconds": eval_s,
+    }
+    human = (
+        f"mixture {_fmt_weights(cfg.expert_names, weights)}: value {result.value:.4f} ± {result.value_se:.4f}"
+        f" (merge {merge_s:.3f}s, eval {eval_s:.1f}s)\n"
+        + _table(
+            [[d, f"{s:.4f}", str(result.n_examples[d])] for d, s in result.scores.items()], ["domain", "score", "n"]
+        )
+    )
+    _emit(data, args.json, human)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a merged checkpoint (a study's trial, or a config + weights) that transformers and vLLM load."""
+    from dmo_search.export import export_merged
+    from dmo_search.study import best_record, load_study
+
+    source = Path(args.source)
+    weights: list[float] | None
+    if source.suffix in (".yaml", ".yml") and source.is_file():
+        args.config = str(source)
+        cfg = _load_cfg(args)
+        if args.weights is None:
+            raise ValueError("export from a config needs --weights w1,...,wK")
+        weights = _parse_weights(args.weights, cfg.expert_names)
+    else:
+        if args.weights is not None:
+            raise ValueError("--weights is for export from a CONFIG; for a study use --trial N")
+        study, cfg = load_study(args.source, args.storage)
+        if args.trial is None:
+            best = best_record(study)
+            if best is None:
+                raise ValueError(f"study {args.source!r} has no completed trial to export")
+            weights, number = best.weights, best.number
+        else:
+            matches = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
+            if not matches or "weights" not in matches[0].user_attrs:
+                raise ValueError(f"study {args.source!r} has no trial {args.trial} with weights")
+            weights, number = matches[0].user_attrs["weights"], args.trial
+        _log.info(f"exporting trial {number}")
+    assert weights is not None
+    out = export_merged(cfg, weights, Path(args.out_dir))
+    _emit(
+        {"out_dir": str(out), "weights": dict(zip(cfg.expert_names, weights, strict=True))},
+        args.json,
+        f"wrote merged model {_fmt_weights(cfg.expert_names, weights)} to {out}",
+    )
+    return 0
+
+
+def cmd_toy_build(args: argparse.Namespace) -> int:
+    """Build the toy world (tokenizer, base, experts, data, config) offline."""
+    from dmo_search.toy import build_toy_world
+
+    world = build_toy_world(Path(args.dir), seed=args.seed, progress=lambda m: _log.info(m))
+    data = {
+        "root": str(world.root),
+        "config": str(world.config_path),
+        "domains": world.domains,
+        "build_seconds": world.build_seconds,
+        "manifest": world.manifest,
+    }
+    _emit(
+        data, args.json, f"toy world built in {world.build_seconds:.0f}s at {world.root}\nconfig: {world.config_path}"
+    )
+    return 0
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
+    p.add_argument("--study-name", help="override study_name")
+    p.add_argument("--backend", choices=["hf"], help="override backend.name")
+    p.add_argument("--seed", type=int, help="override search.seed")
+    p.add_argument("--n-trials", type=int, help="override search.n_trials (completed trials in total)")
+    p.add_argument("--sampler", help="override search.sampler")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``dmo-search``."""
+    parser = argparse.ArgumentParser(
+        prog="dmo-search",
+        description="Search data-mixture weights with merged-expert proxies and Bayesian optimisation.",
+        epilog="Examples:\n  dmo-search toy build\n  dmo-search launch configs/toy.yaml\n"
+        "  dmo-search status toy\n  dmo-search eval configs/toy.yaml --weights 0.5,0.3,0.2 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help_: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=fn.__doc__)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("launch", cmd_launch, "create a study from CONFIG and run it")
+    p.add_argument("config", help="study YAML, e.g. configs/toy.yaml")
+    _add_overrides(p)
+    p.add_argument("--force", action="store_true", help="continue a stored study even if its setup differs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("resume", cmd_resume, "continue STUDY from its DB")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
+    p.add_argument("--n-trials", type=int, help="new total of completed trials")
+    p.add_argument("--backend", choices=["hf"], help="override backend.name")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    for name, fn, help_ in (
+        ("status", cmd_status, "list the trials of STUDY"),
+        ("best", cmd_best, "show the best mixture of STUDY"),
+    ):
+        p = add(name, fn, help_)
+        p.add_argument("study", help="study name")
+        p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
+
+    p = add("eval", cmd_eval, "score one mixture from CONFIG")
+    p.add_argument("config", help="study YAML")
+    p.add_argument("--weights", required=True, help="w1,...,wK (or name=w,...), summing to 1")
+    _add_overrides(p)
+
+    p = add("export", cmd_export, "write a merged checkpoint to OUT_DIR")
+    p.add_argument("source", help="a study name, or a CONFIG yaml (then --weights)")
+    p.add_argument("out_dir", help="output folder")
+    p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    p.add_argument("--weights", help="w1,...,wK with a CONFIG source")
+    _add_overrides(p)
+
+    toy = sub.add_parser("toy", help="the embedded toy world")
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
+    p = toy_sub.add_parser("build", help="build the toy world offline", description=cmd_toy_build.__doc__)
+    p.add_argument("dir", nargs="?", default="studies/toy-world", help="output folder (default studies/toy-world)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.set_defaults(fn=cmd_toy_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dmo-search`` console script."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        print("interrupted; `dmo-search resume STUDY` continues where this stopped", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("DMO_DEBUG"):
+            traceback.print_exc()
+        print(f"dmo-search: error: {e}", file=sys.stderr)
+        if not os.environ.get("DMO_DEBUG"):
+            print("(set DMO_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

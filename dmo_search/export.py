@@ -1,0 +1,43 @@
+"""Write a merged model to disk as a normal checkpoint (transformers and vLLM load it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dmo_search.config import StudyConfig
+
+__all__ = ["export_merged"]
+
+
+def export_merged(cfg: StudyConfig, weights: Sequence[float], out_dir: Path) -> Path:
+    """Merge ``weights`` on the transformers backend and save model + tokenizer to ``out_dir``.
+
+    The mixture is recorded in ``out_dir/dmo_mixture.json``.
+
+    Raises:
+        FileExistsError: ``out_dir`` exists and is not empty.
+    """
+    import json
+
+    from dmo_search.backends.hf import HFBackend
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new OUT_DIR")
+    backend = HFBackend(cfg)
+    try:
+        backend.set_mixture(weights)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        backend.model.save_pretrained(str(out_dir))
+        backend.tokenizer.padding_side = "right"
+        backend.tokenizer.save_pretrained(str(out_dir))
+        (out_dir / "dmo_mixture.json").write_text(
+            json.dumps(
+                {"experts": cfg.expert_names, "weights": list(weights), "base_model": str(cfg.base_model)}, indent=2
+            )
+        )
+    finally:
+        backend.close()
+    return out_dir

@@ -1,0 +1,130 @@
+"""Linear merging of experts into a live model, in place.
+
+    theta(w) = theta_0 + sum_i w_i (theta_i - theta_0)
+
+:class:`InPlaceMerger` plans once which parameters any expert touches (after the per-kind
+exclusions), keeps a bit-exact copy of their base values, and per candidate accumulates each
+parameter in float32 (LoRA deltas as ``addmm`` of their factors, never stored dense) before writing
+it into the model's existing storage with ``copy_``. :meth:`InPlaceMerger.restore` puts the base back
+bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dmo_search import simplex
+from dmo_search.experts import Delta, ExpertSet
+
+__all__ = ["InPlaceMerger", "MergeEntry", "is_excluded", "merged_state"]
+
+
+def is_excluded(name: str, patterns: Sequence[str]) -> bool:
+    """True when parameter ``name`` contains any of ``patterns`` (the paper's substring rule)."""
+    return any(p in name for p in patterns)
+
+
+@dataclass
+class MergeEntry:
+    """One parameter of the plan: the live tensor, its base copy and the expert terms."""
+
+    name: str
+    param: torch.Tensor
+    base: torch.Tensor
+    terms: list[tuple[int, Delta]]
+
+
+class InPlaceMerger:
+    """Writes ``theta(w)`` into ``model`` for any mixture ``w``; restores the base exactly.
+
+    Args:
+        model: the live base model (its parameters are overwritten in place).
+        experts: the experts, validated against ``model`` (:func:`~dmo_search.experts.load_expert_set`).
+        exclude_lora: name patterns kept at base values for LoRA experts.
+        exclude_full: name patterns kept at base values for full fine-tune experts.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        experts: ExpertSet,
+        *,
+        exclude_lora: Sequence[str] = (),
+        exclude_full: Sequence[str] = (),
+    ) -> None:
+        self.experts = experts
+        params = dict(model.named_parameters())
+        entries: dict[str, MergeEntry] = {}
+        self.excluded: set[str] = set()
+        for i, expert in enumerate(experts.experts):
+            patterns = exclude_lora if expert.kind == "lora" else exclude_full
+            for name, delta in expert.deltas.items():
+                if is_excluded(name, patterns):
+                    self.excluded.add(name)
+                    continue
+                if name not in entries:
+                    p = params[name]
+                    entries[name] = MergeEntry(name, p, p.detach().clone(), [])
+                entries[name].terms.append((i, delta))
+        self.entries = list(entries.values())
+        self._scratch: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+        self.current: list[float] | None = None
+
+    @property
+    def n_domains(self) -> int:
+        """K."""
+        return len(self.experts)
+
+    def _acc(self, entry: MergeEntry) -> torch.Tensor:
+        key = (tuple(entry.base.shape), entry.base.device)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = torch.empty(entry.base.shape, dtype=torch.float32, device=entry.base.device)
+            self._scratch[key] = buf
+        return buf.copy_(entry.base)
+
+    @torch.no_grad()
+    def apply(self, weights: Sequence[float]) -> None:
+        """Write ``theta(w)`` into the model (each parameter accumulated in float32)."""
+        w = simplex.check_weights(weights, self.n_domains)
+        for entry in self.entries:
+            acc = self._acc(entry)
+            for i, delta in entry.terms:
+                if w[i] != 0.0:
+                    delta.add_to(acc, w[i])
+            entry.param.copy_(acc)
+        self.current = w
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put every merged parameter back to its base value, bit for bit."""
+        for entry in self.entries:
+            entry.param.copy_(entry.base)
+        self.current = None
+
+    def nbytes(self) -> int:
+        """Extra memory the merger holds: base copies plus the experts' deltas."""
+        return sum(e.base.nbytes for e in self.entries) + sum(x.nbytes() for x in self.experts.experts)
+
+
+def merged_state(
+    base: dict[str, torch.Tensor],
+    experts: ExpertSet,
+    weights: Sequence[float],
+    *,
+    exclude_lora: Sequence[str] = (),
+    exclude_full: Sequence[str] = (),
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Out-of-place reference: ``theta(w)`` as a new state dict computed in ``dtype``."""
+    w = simplex.check_weights(weights, len(experts))
+    out = {k: v.to(dtype).clone() for k, v in base.items()}
+    for i, expert in enumerate(experts.experts):
+        patterns = exclude_lora if expert.kind == "lora" else exclude_full
+        for name, delta in expert.deltas.items():
+            if not is_excluded(name, patterns):
+                out[name] += w[i] * delta.dense().to(dtype)
+    return out

@@ -1,0 +1,84 @@
+"""What every objective returns, and how per-domain scores are aggregated."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from dmo_search.backends import Backend
+
+__all__ = ["Objective", "ObjectiveError", "ObjectiveResult", "aggregate", "bootstrap_se"]
+
+
+class ObjectiveError(RuntimeError):
+    """A domain could not be scored; the candidate fails instead of being scored on fewer domains."""
+
+
+@dataclass(frozen=True)
+class ObjectiveResult:
+    """A candidate's scores.
+
+    Attributes:
+        value: the aggregate (higher is better).
+        scores: per-domain scores.
+        value_se: bootstrap standard error of ``value`` over the validation examples.
+        n_examples: examples scored per domain.
+    """
+
+    value: float
+    scores: dict[str, float]
+    value_se: float
+    n_examples: dict[str, int] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """Scores the model the backend currently serves."""
+
+    domains: list[str]
+
+    def evaluate(self, backend: Backend) -> ObjectiveResult:
+        """Score the backend's current model on every domain."""
+        ...
+
+    def record(self) -> dict[str, object]:
+        """What the study stores about the objective (e.g. the fixed subsets)."""
+        ...
+
+
+def aggregate(scores: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float:
+    """Unweighted mean of ``scores``, or their weighted mean with ``weights`` (must cover them all).
+
+    Raises:
+        ObjectiveError: a domain is missing a score or a weight; nothing is dropped silently.
+    """
+    if not scores:
+        raise ObjectiveError("no domain was scored")
+    if weights is None:
+        return float(np.mean(list(scores.values())))
+    missing = sorted(set(weights) - set(scores))
+    if missing:
+        raise ObjectiveError(f"domains {missing} have an aggregation weight but no score")
+    total = sum(weights.values())
+    return float(sum(weights[d] * scores[d] for d in weights) / total)
+
+
+def bootstrap_se(
+    per_example: Mapping[str, Sequence[float]],
+    weights: Mapping[str, float] | None = None,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> float:
+    """Bootstrap standard error of the aggregate: resample each domain's examples independently."""
+    rng = np.random.default_rng(seed)
+    domains = list(per_example)
+    arrays = {d: np.asarray(per_example[d], dtype=float) for d in domains}
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        means = {d: float(a[rng.integers(0, len(a), len(a))].mean()) for d, a in arrays.items()}
+        boots[b] = aggregate(means, weights)
+    return float(boots.std(ddof=1))

@@ -1,0 +1,67 @@
+"""Local JSONL objectives: normalised exact match of greedy answers, and answer log-likelihood."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dmo_search.objectives.base import ObjectiveError, ObjectiveResult, aggregate, bootstrap_se
+from dmo_search.objectives.data import ValidationSet, load_validation_set
+from dmo_search.objectives.metrics import exact_match
+
+if TYPE_CHECKING:
+    from dmo_search.backends import Backend
+    from dmo_search.config import ObjectiveConfig
+
+__all__ = ["ExactMatchObjective", "LoglikObjective"]
+
+
+class _LocalObjective:
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        self.cfg = cfg
+        self.sets: dict[str, ValidationSet] = {
+            d: load_validation_set(d, p, cfg.subset_size, cfg.subset_seed) for d, p in cfg.validation.items()
+        }
+        self.domains = list(self.sets)
+        self.weights = cfg.aggregation if isinstance(cfg.aggregation, dict) else None
+
+    def record(self) -> dict[str, object]:
+        return {"type": self.cfg.type, "subsets": {d: s.record() for d, s in self.sets.items()}}
+
+    def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
+        raise NotImplementedError
+
+    def evaluate(self, backend: Backend) -> ObjectiveResult:
+        per_example: dict[str, list[float]] = {}
+        for d, vs in self.sets.items():
+            try:
+                per_example[d] = self._score_domain(backend, vs)
+            except Exception as e:
+                raise ObjectiveError(f"domain {d!r} could not be scored: {type(e).__name__}: {e}") from e
+        scores = {d: sum(v) / len(v) for d, v in per_example.items()}
+        return ObjectiveResult(
+            value=aggregate(scores, self.weights),
+            scores=scores,
+            value_se=bootstrap_se(per_example, self.weights),
+            n_examples={d: len(v) for d, v in per_example.items()},
+        )
+
+
+class ExactMatchObjective(_LocalObjective):
+    """Greedy answers scored by normalised exact match against any reference answer."""
+
+    def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
+        prompts = [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
+        preds = backend.generate(prompts, max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
+        return [exact_match(p, ex.answers) for p, ex in zip(preds, vs.examples, strict=True)]
+
+
+class LoglikObjective(_LocalObjective):
+    """Mean per-token log-probability of the first reference answer (no generation)."""
+
+    def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
+        prompts = [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
+        conts = [ex.answers[0] for ex in vs.examples]
+        res = backend.loglikelihood(prompts, conts, batch_size=self.cfg.batch_size)
+        if any(n == 0 for _, n in res):
+            raise ObjectiveError("an answer has no tokens")
+        return [lp / n for lp, n in res]

@@ -1,0 +1,54 @@
+"""Sampler factory: one name -> one Optuna sampler, shared by studies, the CLI and ``optimize_simplex``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, get_args
+
+import optuna
+
+__all__ = ["SAMPLER_NAMES", "SamplerName", "make_sampler"]
+
+SamplerName = Literal["gp-simplex", "optuna-gp", "tpe", "random", "grid"]
+SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
+
+
+def make_sampler(
+    name: str,
+    n_domains: int,
+    *,
+    seed: int = 0,
+    n_startup_trials: int | None = None,
+    initial_design: str | Sequence[Sequence[float]] = "space-filling",
+) -> optuna.samplers.BaseSampler:
+    """Build the sampler called ``name`` for a study over ``n_domains`` domains.
+
+    ``grid`` runs only the study's enqueued designs: its sampler is never asked for a new point by
+    the study loop, which stops when the designs are used up (a random sampler stands behind it).
+
+    Args:
+        name: one of :data:`SAMPLER_NAMES`.
+        n_domains: K.
+        seed: the sampler's seed. Defaults to 0.
+        n_startup_trials: trials before the model takes over, for ``gp-simplex``, ``optuna-gp`` and
+            ``tpe``. Defaults to :obj:`None` (each sampler's own default).
+        initial_design: ``gp-simplex``'s design before the GP (see
+            :class:`dmo_search.sampler.SimplexGPSampler`). Defaults to ``"space-filling"``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    startup = {} if n_startup_trials is None else {"n_startup_trials": n_startup_trials}
+    if name == "gp-simplex":
+        from dmo_search.sampler import SimplexGPSampler
+
+        return SimplexGPSampler(
+            n_domains, seed=seed, n_startup_trials=n_startup_trials, initial_design=initial_design
+        )
+    if name == "optuna-gp":
+        return optuna.samplers.GPSampler(seed=seed, **startup)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, **startup)
+    if name in ("random", "grid"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")

@@ -1,0 +1,413 @@
+"""Studies: create or load them in the study DB, run the trial loop, resume after a crash.
+
+The path of one trial: the sampler proposes cube parameters, :mod:`dmo_search.simplex` decodes them
+into weights, the backend writes ``theta(w)`` into its live model, the objective scores it, and the
+value plus per-domain scores and timings go to the study DB (Optuna's RDB storage through
+SQLAlchemy). Each trial stores in its user attributes:
+
+``weights`` (K floats summing to 1), ``scores`` ({domain: score}), ``value_se``, ``n_examples``,
+``merge_seconds``, ``eval_seconds``, ``worker`` (host:pid) and, for a failed trial, ``error``.
+
+The study's user attributes hold the config (``config``), the objective's fixed subsets
+(``objective``), fingerprints of the base and experts (``fingerprints``) and the package version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from dmo_search import simplex
+from dmo_search.config import ConfigError, StudyConfig, parse_config
+from dmo_search.experts import fingerprint
+from dmo_search.sampling import make_sampler
+
+if TYPE_CHECKING:
+    from dmo_search.backends import Backend
+    from dmo_search.objectives import Objective, ObjectiveResult
+
+__all__ = [
+    "StudyError",
+    "TrialRecord",
+    "best_record",
+    "check_objective",
+    "evaluate_mixture",
+    "load_study",
+    "open_storage",
+    "prepare_study",
+    "reap_stale_trials",
+    "run_study",
+    "trial_records",
+]
+
+_log = logging.getLogger("dmo_search")
+
+HEARTBEAT_INTERVAL = 5
+GRACE_PERIOD = 15
+MAX_CONSECUTIVE_FAILURES = 3
+# Fields of the config that define what a study measures; changing them needs a new study.
+_IDENTITY_FIELDS = ("base_model", "experts", "objective", "merge")
+
+
+class StudyError(RuntimeError):
+    """A study cannot be created, loaded or continued; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as ``status --json`` shows it."""
+
+    number: int
+    state: str
+    weights: list[float] | None
+    value: float | None
+    value_se: float | None
+    scores: dict[str, float] | None
+    merge_seconds: float | None
+    eval_seconds: float | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///")
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def open_storage(
+    url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD, create: bool = True
+) -> RDBStorage:
+    """Open the study DB with heartbeats on (a killed worker's trial is failed and retried).
+
+    SQLite files get WAL journaling and a 60 s lock timeout so a reader (status, dashboard) never
+    breaks a writer.
+
+    Raises:
+        StudyError: the SQLite file does not exist and ``create`` is false.
+    """
+    engine_kwargs: dict[str, Any] = {}
+    db = _sqlite_path(url)
+    if db is not None:
+        if not db.exists():
+            if not create:
+                raise StudyError(f"no study DB at {db}; check the study name or pass --storage URL")
+            db.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(db) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    return RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+
+
+def _identity(cfg_json: dict[str, Any]) -> dict[str, Any]:
+    return {k: cfg_json.get(k) for k in _IDENTITY_FIELDS}
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: stored {json.dumps(a, default=str)}, given {json.dumps(b, default=str)}"]
+
+
+def _fingerprints(cfg: StudyConfig) -> dict[str, str]:
+    fps = {"base": fingerprint(cfg.base_model)}
+    for e in cfg.experts:
+        fps[e.name] = fingerprint(e.path)
+    return fps
+
+
+def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
+    """Create the study in the DB (enqueuing the designs), or attach to the existing one.
+
+    Attaching checks that the base, experts, objective and merge settings are the ones the study was
+    launched with, and that the model files did not change since.
+
+    Raises:
+        StudyError: the stored study differs from ``cfg`` (pass ``force=True`` to continue anyway).
+    """
+    url = cfg.storage_url()
+    storage = open_storage(url)
+    sampler = make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed)
+    cfg_json = json.loads(cfg.to_json())
+    existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
+    if cfg.study_name in existing:
+        study = optuna.load_study(study_name=cfg.study_name, storage=storage, sampler=sampler)
+        stored = study.user_attrs.get("config")
+        if stored is None:
+            raise StudyError(
+                f"study {cfg.study_name!r} in {url} was not made by dmo-search; choose another --study-name"
+            )
+        diffs = _diff(_identity(stored), _identity(cfg_json))
+        fp_diffs = _diff(study.user_attrs.get("fingerprints", {}), _fingerprints(cfg))
+        if (diffs or fp_diffs) and not force:
+            lines = "\n  ".join((diffs + [f"model files changed: {d}" for d in fp_diffs])[:12])
+            raise StudyError(
+                f"study {cfg.study_name!r} in {url} was launched with a different setup:\n  {lines}\n"
+                "Launch a new study with --study-name NAME, or pass --force to continue this one anyway."
+            )
+        study.set_user_attr("config", cfg_json)
+        return study
+    study = optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, direction="maximize")
+    study.set_user_attr("config", cfg_json)
+    study.set_user_attr("expert_names", cfg.expert_names)
+    study.set_user_attr("fingerprints", _fingerprints(cfg))
+    from dmo_search import __version__
+
+    study.set_user_attr("dmo_search_version", __version__)
+    for w in cfg.designs():
+        study.enqueue_trial(simplex.weights_to_params(w), user_attrs={"design": True})
+    return study
+
+
+def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, StudyConfig]:
+    """Load a dmo-search study and its stored config.
+
+    Args:
+        study_name: the study's name.
+        storage: the DB URL; default ``sqlite:///studies/<study_name>/study.db``.
+
+    Raises:
+        StudyError: no such DB or study, or it was not made by dmo-search.
+    """
+    from dmo_search.config import default_storage
+
+    url = storage or default_storage(study_name)
+    st = open_storage(url, create=False)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(st, include_best_trial=False)]
+    if study_name not in names:
+        raise StudyError(f"no study {study_name!r} in {url}; studies there: {names or 'none'}")
+    study = optuna.load_study(study_name=study_name, storage=st)
+    raw = study.user_attrs.get("config")
+    if raw is None:
+        raise StudyError(f"study {study_name!r} in {url} was not made by dmo-search (it has no stored config)")
+    cfg = parse_config({**raw, "storage": url}, source=f"config stored in study {study_name!r}")
+    sampler = make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed + len(study.trials))
+    return optuna.load_study(study_name=study_name, storage=st, sampler=sampler), cfg
+
+
+def check_objective(study: optuna.Study, objective: Objective) -> None:
+    """Record the objective's fixed subsets on first use; afterwards require they are unchanged.
+
+    Raises:
+        StudyError: a validation file changed, so later trials would not be comparable.
+    """
+    rec = objective.record()
+    stored = study.user_attrs.get("objective")
+    if stored is None:
+        study.set_user_attr("objective", rec)
+        return
+    diffs = _diff(stored, json.loads(json.dumps(rec)))
+    if diffs:
+        raise StudyError(
+            "the validation data differ from the ones this study was scored on:\n  "
+            + "\n  ".join(diffs[:5])
+            + "\nRestore the original files, or launch a new study (--study-name NAME)."
+        )
+
+
+def evaluate_mixture(
+    backend: Backend, objective: Objective, weights: Sequence[float]
+) -> tuple[ObjectiveResult, float, float]:
+    """Apply ``weights`` to the backend and score it; returns (result, merge_seconds, eval_seconds)."""
+    t0 = time.perf_counter()
+    backend.set_mixture(weights)
+    t1 = time.perf_counter()
+    result = objective.evaluate(backend)
+    return result, t1 - t0, time.perf_counter() - t1
+
+
+def _record(t: FrozenTrial) -> TrialRecord:
+    ua = t.user_attrs
+    return TrialRecord(
+        number=t.number,
+        state=t.state.name,
+        weights=ua.get("weights"),
+        value=t.value if t.state == TrialState.COMPLETE else None,
+        value_se=ua.get("value_se"),
+        scores=ua.get("scores"),
+        merge_seconds=ua.get("merge_seconds"),
+        eval_seconds=ua.get("eval_seconds"),
+        error=ua.get("error"),
+    )
+
+
+def trial_records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of the study, in number order."""
+    return [_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+def best_record(study: optuna.Study) -> TrialRecord | None:
+    """The completed trial with the highest value (None before any completed)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    return _record(max(done, key=lambda t: (t.value if t.value is not None else float("-inf"), -t.number)))
+
+
+def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[str], None] = _log.warning) -> int:
+    """Fail trials left RUNNING by a process that died, waiting for their heartbeats to expire.
+
+    A trial is failed only once its heartbeat is older than the grace period, so trials of live
+    workers are never touched. Returns how many trials were failed.
+    """
+    storage = study._storage
+    grace = getattr(storage, "grace_period", None) or GRACE_PERIOD
+    interval = getattr(storage, "heartbeat_interval", None) or HEARTBEAT_INTERVAL
+
+    def running() -> list[FrozenTrial]:
+        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    before = {t.number for t in running()}
+    if not before:
+        return 0
+    optuna.storages.fail_stale_trials(study)
+    if wait and running():
+        say(
+            f"trial(s) {sorted(t.number for t in running())} are RUNNING; waiting up to {grace + interval}s "
+            "for their heartbeat to expire (a live worker keeps its trials)"
+        )
+        deadline = time.monotonic() + grace + interval + 1
+        while running() and time.monotonic() < deadline:
+            time.sleep(1.0)
+            optuna.storages.fail_stale_trials(study)
+    failed = before - {t.number for t in running()}
+    if failed:
+        say(f"marked trial(s) {sorted(failed)} FAILED (their process stopped); their mixtures are retried")
+    return len(failed)
+
+
+class _Progress:
+    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            self.bar = tqdm(total=total, initial=min(done, total), desc="trials", unit="trial", dynamic_ncols=True)
+            self._postfix(study)
+
+    def _postfix(self, study: optuna.Study) -> None:
+        best = best_record(study)
+        if self.bar is not None and best is not None and best.weights is not None:
+            w = ",".join(f"{x:.2f}" for x in best.weights)
+            self.bar.set_postfix_str(f"best {best.value:.4f} @ ({w}) #{best.number}")
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.bar is None:
+            return
+        if trial.state == TrialState.COMPLETE:
+            self.bar.update(1)
+            self._postfix(study)
+        elif trial.state == TrialState.FAIL:
+            self.bar.write(f"trial {trial.number} failed: {trial.user_attrs.get('error', '?')}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _n_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def run_study(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    backend: Backend,
+    objective: Objective,
+    *,
+    n_trials: int | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = _log.info,
+) -> int:
+    """Run trials until the study holds ``n_trials`` (default ``cfg.search.n_trials``) completed ones.
+
+    The budget is the study's, not this process's: a resumed or second worker only adds what is
+    missing. A raising candidate becomes a FAIL trial with its ``error`` recorded; after
+    ``MAX_CONSECUTIVE_FAILURES`` failures in a row the run stops with :class:`StudyError`.
+    With the ``grid`` sampler only the enqueued designs run. Returns the number of completed trials.
+    """
+    target = n_trials if n_trials is not None else cfg.search.n_trials
+    k = cfg.n_domains
+    if backend.expert_names != cfg.expert_names:
+        raise StudyError(f"backend experts {backend.expert_names} differ from the config's {cfg.expert_names}")
+    check_objective(study, objective)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    failures = 0
+
+    def trial_fn(trial: optuna.Trial) -> float:
+        for name in simplex.param_names(k):
+            trial.suggest_float(name, 0.0, 1.0)
+        weights = simplex.params_to_weights(trial.params, k)
+        trial.set_user_attr("weights", weights)
+        trial.set_user_attr("worker", worker)
+        try:
+            result, merge_s, eval_s = evaluate_mixture(backend, objective, weights)
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            raise
+        trial.set_user_attr("scores", result.scores)
+        trial.set_user_attr("value_se", result.value_se)
+        trial.set_user_attr("n_examples", result.n_examples)
+        trial.set_user_attr("merge_seconds", merge_s)
+        trial.set_user_attr("eval_seconds", eval_s)
+        return result.value
+
+    def control(st: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures
+        failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        if failures >= MAX_CONSECUTIVE_FAILURES or _n_complete(st) >= target:
+            st.stop()
+        elif cfg.search.sampler == "grid" and not st.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            st.stop()
+
+    if _n_complete(study) >= target:
+        say(f"study {study.study_name!r} already has {_n_complete(study)} completed trials (target {target})")
+        return _n_complete(study)
+    if cfg.search.sampler == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        say("sampler 'grid' runs only the designs, and none is left to run")
+        return _n_complete(study)
+    bar = _Progress(study, target, progress)
+    try:
+        study.optimize(trial_fn, n_trials=None, catch=(Exception,), callbacks=[control, bar])
+    finally:
+        bar.close()
+    if failures >= MAX_CONSECUTIVE_FAILURES:
+        last = study.trials[-1].user_attrs.get("error", "unknown error")
+        raise StudyError(f"stopped after {failures} failed trials in a row; last error: {last}")
+    return _n_complete(study)
+
+
+def config_from_study(study: optuna.Study) -> StudyConfig:
+    """The config a study was launched with."""
+    raw = study.user_attrs.get("config")
+    if raw is None:
+        raise ConfigError(f"study {study.study_name!r} has no stored dmo-search config")
+    return parse_config(raw, source=f"config stored in study {study.study_name!r}")
