@@ -88,7 +88,7 @@ def _load_cfg(args: argparse.Namespace) -> Any:
 
 
 def _summary(study: Any, cfg: Any) -> dict[str, Any]:
-    from dmo_search.study import best_record, trial_records
+    from dmo_search.study import best_record, recommended_weights, trial_records
 
     recs = trial_records(study)
     best = best_record(study)
@@ -102,6 +102,8 @@ def _summary(study: Any, cfg: Any) -> dict[str, Any]:
         "n_trials_target": cfg.search.n_trials,
         "counts": counts,
         "best": best.to_dict() if best else None,
+        "recommended": recommended_weights(study, cfg),
+        "sampler": cfg.search.sampler,
     }
 
 
@@ -119,6 +121,9 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
     )
     scores = best.get("scores") or {}
     lines.append(_table([[d, f"{s:.4f}"] for d, s in scores.items()], ["domain", "score"]))
+    rec = summary.get("recommended")
+    if rec is not None and summary.get("sampler") == "gp-simplex":
+        lines.append(f"recommended mixture (argmax of the GP posterior mean): {_fmt_weights(names, rec)}")
     return "\n".join(lines)
 
 
@@ -287,7 +292,7 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument("--study-name", help="override study_name")
-    p.add_argument("--backend", choices=["hf"], help="override backend.name")
+    p.add_argument("--backend", choices=["hf", "vllm"], help="override backend.name")
     p.add_argument("--seed", type=int, help="override search.seed")
     p.add_argument("--n-trials", type=int, help="override search.n_trials (completed trials in total)")
     p.add_argument("--sampler", help="override search.sampler")
@@ -322,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study name")
     p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument("--n-trials", type=int, help="new total of completed trials")
-    p.add_argument("--backend", choices=["hf"], help="override backend.name")
+    p.add_argument("--backend", choices=["hf", "vllm"], help="override backend.name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     for name, fn, help_ in (

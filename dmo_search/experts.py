@@ -156,10 +156,12 @@ def _load_lora(model: torch.nn.Module, cfg: ExpertConfig, base_path: Path) -> Ex
             "(modules_to_save); fold it with peft merge_and_unload, save the model and use kind: full"
         )
     names_before = {n for n, _ in model.named_parameters()}
+    _check_lora_shapes(model, cfg, base_path)
     adapter_name = f"dmo_{cfg.name}"
     try:
         peft_model = PeftModel.from_pretrained(model, str(cfg.path), adapter_name=adapter_name)
     except (RuntimeError, ValueError, KeyError) as e:
+        _strip_lora(model)
         raise ExpertError(
             f"expert {cfg.name!r} ({cfg.path}) does not fit the base {base_path}: {str(e)[:500]}\n"
             "Was it trained from a different base model? Experts must share the study's base."
@@ -191,6 +193,44 @@ def _load_lora(model: torch.nn.Module, cfg: ExpertConfig, base_path: Path) -> Ex
     if not deltas:
         raise ExpertError(f"expert {cfg.name!r}: the adapter at {cfg.path} adapts no layer of the base")
     return Expert(name=cfg.name, kind="lora", path=cfg.path, deltas=deltas)
+
+
+def _strip_lora(model: torch.nn.Module) -> None:
+    """Put back the base layers of any LoRA layer a failed adapter load left in ``model``."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer) and name:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+
+
+def _check_lora_shapes(model: torch.nn.Module, cfg: ExpertConfig, base_path: Path) -> None:
+    """Compare the adapter's factor shapes with the base's linear layers before peft touches the model."""
+    from safetensors import safe_open
+
+    f = cfg.path / "adapter_model.safetensors"
+    if not f.is_file():
+        return  # peft also reads adapter_model.bin; it reports problems itself
+    modules = dict(model.named_modules())
+    with safe_open(str(f), framework="pt") as st:
+        for key in st.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            if ".lora_A." not in key and ".lora_B." not in key:
+                continue
+            mod = key.removeprefix("base_model.model.").split(".lora_")[0]
+            base_mod = modules.get(mod)
+            if base_mod is None or not hasattr(base_mod, "in_features"):
+                continue  # name layouts peft remaps itself
+            shape = tuple(st.get_slice(key).get_shape())
+            want_in, want_out = int(base_mod.in_features), int(base_mod.out_features)
+            bad = (".lora_A." in key and shape[-1] != want_in) or (".lora_B." in key and shape[0] != want_out)
+            if bad:
+                raise ExpertError(
+                    f"expert {cfg.name!r} ({cfg.path}) does not fit the base {base_path}: {key} has shape "
+                    f"{shape}, but {mod} in the base is {want_in} -> {want_out}.\n"
+                    "Was it trained from a different base model? Experts must share the study's base."
+                )
 
 
 def _load_full(base: dict[str, torch.Tensor], cfg: ExpertConfig, base_path: Path) -> Expert:

@@ -12,12 +12,12 @@ bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from dmo_search import simplex
-from dmo_search.experts import Delta, ExpertSet
+from dmo_search.experts import Delta, ExpertSet, LowRankDelta
 
 __all__ = ["InPlaceMerger", "MergeEntry", "is_excluded", "merged_state"]
 
@@ -35,6 +35,35 @@ class MergeEntry:
     param: torch.Tensor
     base: torch.Tensor
     terms: list[tuple[int, Delta]]
+    # LoRA terms fused into one product: sum_i w_i s_i B_i A_i = [w_1 s_1 B_1 | ...] @ [A_1; ...]
+    lowrank_idx: list[int] = field(default_factory=list)
+    a_cat: torch.Tensor | None = None
+    b_cat: torch.Tensor | None = None
+    lowrank: list[LowRankDelta] = field(default_factory=list)
+
+    def fuse(self) -> None:
+        """Stack the LoRA factors once so each candidate costs a single matmul per parameter."""
+        lr = [(i, d) for i, d in self.terms if isinstance(d, LowRankDelta) and not d.transpose]
+        if len(lr) < 2:
+            return
+        self.lowrank_idx = [i for i, _ in lr]
+        self.a_cat = torch.cat([d.A for _, d in lr], dim=0)
+        self.b_cat = torch.empty(
+            lr[0][1].B.shape[0], self.a_cat.shape[0], dtype=torch.float32, device=self.a_cat.device
+        )
+        self.terms = [(i, d) for i, d in self.terms if i not in self.lowrank_idx]
+        self.lowrank = [d for _, d in lr]
+
+    def add_lowrank(self, acc: torch.Tensor, w: Sequence[float]) -> None:
+        """``acc += [w_i s_i B_i] @ [A_i]`` over the fused LoRA experts."""
+        if self.a_cat is None or self.b_cat is None:
+            return
+        col = 0
+        for i, d in zip(self.lowrank_idx, self.lowrank, strict=True):
+            r = d.rank
+            torch.mul(d.B, w[i] * d.scale, out=self.b_cat[:, col : col + r])
+            col += r
+        acc.addmm_(self.b_cat, self.a_cat)
 
 
 class InPlaceMerger:
@@ -70,6 +99,8 @@ class InPlaceMerger:
                     entries[name] = MergeEntry(name, p, p.detach().clone(), [])
                 entries[name].terms.append((i, delta))
         self.entries = list(entries.values())
+        for entry in self.entries:
+            entry.fuse()
         self._scratch: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
         self.current: list[float] | None = None
 
@@ -92,6 +123,7 @@ class InPlaceMerger:
         w = simplex.check_weights(weights, self.n_domains)
         for entry in self.entries:
             acc = self._acc(entry)
+            entry.add_lowrank(acc, w)
             for i, delta in entry.terms:
                 if w[i] != 0.0:
                     delta.add_to(acc, w[i])

@@ -98,19 +98,21 @@ def weights_to_params(weights: Sequence[float]) -> dict[str, float]:
     """Encode weights as trial parameters; the inverse of :func:`params_to_weights`.
 
     Where the remaining stick is empty (all later weights are zero) the later parameters are 0.
+    The stick and its remainder are summed from the weights, not left over by subtraction, so an
+    empty remainder gives ``u_i = 1`` exactly (exact zeros survive the round trip) and ``1 - z_i``
+    keeps its precision near a vertex.
     """
     w = check_weights(weights)
     k = len(w)
     params: dict[str, float] = {}
-    remaining = 1.0
     for i in range(k - 1):
-        if remaining <= 1e-15:
-            z = 0.0
+        rest = math.fsum(w[i + 1 :])  # the stick left after w_i
+        stick = w[i] + rest
+        if stick <= 1e-15:
+            u = 0.0
         else:
-            z = min(max(w[i] / remaining, 0.0), 1.0)
-        u = 1.0 - (1.0 - z) ** (k - 1 - i)
+            u = 1.0 - min(max(rest / stick, 0.0), 1.0) ** (k - 1 - i)  # (1 - z_i) = rest / stick
         params[f"{PARAM_PREFIX}{i}"] = min(max(u, 0.0), 1.0)
-        remaining = max(remaining - w[i], 0.0)
     return params
 
 

@@ -20,6 +20,7 @@ import os
 import socket
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "open_storage",
     "prepare_study",
     "reap_stale_trials",
+    "recommended_weights",
     "run_study",
     "trial_records",
 ]
@@ -56,7 +58,6 @@ _log = logging.getLogger("dmo_search")
 
 HEARTBEAT_INTERVAL = 5
 GRACE_PERIOD = 15
-MAX_CONSECUTIVE_FAILURES = 3
 # Fields of the config that define what a study measures; changing them needs a new study.
 _IDENTITY_FIELDS = ("base_model", "experts", "objective", "merge")
 
@@ -112,13 +113,15 @@ def open_storage(
         with sqlite3.connect(db) as con:
             con.execute("PRAGMA journal_mode=WAL")
         engine_kwargs["connect_args"] = {"timeout": 60}
-    return RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna since 2.8; we rely on them
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
 
 
 def _identity(cfg_json: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +146,14 @@ def _fingerprints(cfg: StudyConfig) -> dict[str, str]:
     return fps
 
 
+def _sampler_for(cfg: StudyConfig, n_existing: int) -> optuna.samplers.BaseSampler:
+    """The config's sampler. Optuna's own samplers keep their RNG in the process, so a process that
+    joins a study with trials offsets their seed by the trial count (else a resumed random sampler would
+    replay the first proposals); gp-simplex derives everything from (seed, trial number) already."""
+    offset = 0 if cfg.search.sampler == "gp-simplex" else n_existing
+    return make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed + offset)
+
+
 def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
     """Create the study in the DB (enqueuing the designs), or attach to the existing one.
 
@@ -153,12 +164,12 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
         StudyError: the stored study differs from ``cfg`` (pass ``force=True`` to continue anyway).
     """
     url = cfg.storage_url()
-    storage = open_storage(url)
-    sampler = make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed)
+    storage = open_storage(url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period)
     cfg_json = json.loads(cfg.to_json())
     existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
     if cfg.study_name in existing:
-        study = optuna.load_study(study_name=cfg.study_name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+        study.sampler = _sampler_for(cfg, len(study.trials))
         stored = study.user_attrs.get("config")
         if stored is None:
             raise StudyError(
@@ -174,7 +185,9 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
             )
         study.set_user_attr("config", cfg_json)
         return study
-    study = optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, direction="maximize")
+    study = optuna.create_study(
+        study_name=cfg.study_name, storage=storage, sampler=_sampler_for(cfg, 0), direction="maximize"
+    )
     study.set_user_attr("config", cfg_json)
     study.set_user_attr("expert_names", cfg.expert_names)
     study.set_user_attr("fingerprints", _fingerprints(cfg))
@@ -208,8 +221,12 @@ def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Stud
     if raw is None:
         raise StudyError(f"study {study_name!r} in {url} was not made by dmo-search (it has no stored config)")
     cfg = parse_config({**raw, "storage": url}, source=f"config stored in study {study_name!r}")
-    sampler = make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed + len(study.trials))
-    return optuna.load_study(study_name=study_name, storage=st, sampler=sampler), cfg
+    st = open_storage(
+        url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period, create=False
+    )
+    study = optuna.load_study(study_name=study_name, storage=st)
+    study.sampler = _sampler_for(cfg, len(study.trials))
+    return study, cfg
 
 
 def check_objective(study: optuna.Study, objective: Objective) -> None:
@@ -271,6 +288,22 @@ def best_record(study: optuna.Study) -> TrialRecord | None:
     return _record(max(done, key=lambda t: (t.value if t.value is not None else float("-inf"), -t.number)))
 
 
+def recommended_weights(study: optuna.Study, cfg: StudyConfig) -> list[float] | None:
+    """The mixture the study recommends: for ``gp-simplex`` the argmax of the GP's posterior mean over
+    the simplex (robust to noisy scores), else the best observed mixture. None before any completed trial."""
+    best = best_record(study)
+    if best is None:
+        return None
+    if cfg.search.sampler != "gp-simplex":
+        return best.weights
+    from dmo_search.sampler import SimplexGPSampler
+
+    sampler = study.sampler
+    if not isinstance(sampler, SimplexGPSampler):
+        sampler = SimplexGPSampler(cfg.n_domains, seed=cfg.search.seed)
+    return sampler.recommend(study)
+
+
 def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[str], None] = _log.warning) -> int:
     """Fail trials left RUNNING by a process that died, waiting for their heartbeats to expire.
 
@@ -287,7 +320,13 @@ def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[
     before = {t.number for t in running()}
     if not before:
         return 0
-    optuna.storages.fail_stale_trials(study)
+
+    def reap() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+    reap()
     if wait and running():
         say(
             f"trial(s) {sorted(t.number for t in running())} are RUNNING; waiting up to {grace + interval}s "
@@ -296,7 +335,7 @@ def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[
         deadline = time.monotonic() + grace + interval + 1
         while running() and time.monotonic() < deadline:
             time.sleep(1.0)
-            optuna.storages.fail_stale_trials(study)
+            reap()
     failed = before - {t.number for t in running()}
     if failed:
         say(f"marked trial(s) {sorted(failed)} FAILED (their process stopped); their mixtures are retried")
@@ -351,7 +390,7 @@ def run_study(
 
     The budget is the study's, not this process's: a resumed or second worker only adds what is
     missing. A raising candidate becomes a FAIL trial with its ``error`` recorded; after
-    ``MAX_CONSECUTIVE_FAILURES`` failures in a row the run stops with :class:`StudyError`.
+    ``cfg.worker.max_consecutive_failures`` failures in a row the run stops with :class:`StudyError`.
     With the ``grid`` sampler only the enqueued designs run. Returns the number of completed trials.
     """
     target = n_trials if n_trials is not None else cfg.search.n_trials
@@ -383,7 +422,7 @@ def run_study(
     def control(st: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        if failures >= MAX_CONSECUTIVE_FAILURES or _n_complete(st) >= target:
+        if failures >= cfg.worker.max_consecutive_failures or _n_complete(st) >= target:
             st.stop()
         elif cfg.search.sampler == "grid" and not st.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             st.stop()
@@ -399,7 +438,7 @@ def run_study(
         study.optimize(trial_fn, n_trials=None, catch=(Exception,), callbacks=[control, bar])
     finally:
         bar.close()
-    if failures >= MAX_CONSECUTIVE_FAILURES:
+    if failures >= cfg.worker.max_consecutive_failures:
         last = study.trials[-1].user_attrs.get("error", "unknown error")
         raise StudyError(f"stopped after {failures} failed trials in a row; last error: {last}")
     return _n_complete(study)

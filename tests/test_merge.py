@@ -62,9 +62,7 @@ def test_merge_matches_peft_reference(tiny: TinyWorld, weights: list[float]) -> 
     model, merger = _load(tiny)
     merger.apply(weights)
     ref = _reference(tiny, weights)
-    worst = max(
-        (p.detach().to(torch.float64) - ref[n]).abs().max().item() for n, p in model.named_parameters()
-    )
+    worst = max((p.detach().to(torch.float64) - ref[n]).abs().max().item() for n, p in model.named_parameters())
     assert worst < 1e-6
     # the merge actually moved something
     merger.restore()
@@ -115,24 +113,33 @@ def test_exclusions_hold(tiny: TinyWorld) -> None:
     for n, p in model.named_parameters():
         if is_excluded(n, DEFAULT_EXCLUDE_LORA):
             assert torch.equal(before[n], p), n
-    assert not torch.equal(before["model.layers.0.self_attn.q_proj.weight"], model.state_dict()[
-        "model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        before["model.layers.0.self_attn.q_proj.weight"], model.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    )
     # a custom exclusion keeps q_proj at base even for the full expert
     from dmo_search.experts import load_expert_set as les
 
     m2 = type(model).from_pretrained(tiny.base, dtype=torch.float32)
     mg = InPlaceMerger(m2, les(m2, tiny.base, _experts(tiny)), exclude_full=["q_proj"], exclude_lora=["q_proj"])
     mg.apply([0.3, 0.3, 0.4])
-    assert torch.equal(before["model.layers.1.self_attn.q_proj.weight"], dict(m2.named_parameters())[
-        "model.layers.1.self_attn.q_proj.weight"])
+    assert torch.equal(
+        before["model.layers.1.self_attn.q_proj.weight"],
+        dict(m2.named_parameters())["model.layers.1.self_attn.q_proj.weight"],
+    )
 
 
 def test_merged_state_reference_agrees(tiny: TinyWorld) -> None:
     model, merger = _load(tiny)
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     w = [0.3, 0.3, 0.4]
-    ref = merged_state(base, merger.experts, w, exclude_lora=DEFAULT_EXCLUDE_LORA,
-                       exclude_full=DEFAULT_EXCLUDE_FULL, dtype=torch.float64)
+    ref = merged_state(
+        base,
+        merger.experts,
+        w,
+        exclude_lora=DEFAULT_EXCLUDE_LORA,
+        exclude_full=DEFAULT_EXCLUDE_FULL,
+        dtype=torch.float64,
+    )
     merger.apply(w)
     assert max((p.double() - ref[n]).abs().max().item() for n, p in model.named_parameters()) < 1e-6
 

@@ -22,4 +22,8 @@ def make_backend(cfg: StudyConfig) -> Backend:
         from dmo_search.backends.hf import HFBackend
 
         return HFBackend(cfg)
-    raise ValueError(f"unknown backend {cfg.backend.name!r}; choose 'hf'")
+    if cfg.backend.name == "vllm":
+        from dmo_search.backends.vllm import VLLMBackend
+
+        return VLLMBackend(cfg)
+    raise ValueError(f"unknown backend {cfg.backend.name!r}; choose 'hf' or 'vllm'")

@@ -1,0 +1,42 @@
+# dmo-search: set-up, demo and tests. `make demo` and `make test` each do all the set-up they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch first, pinned: on these CPU machines pip takes the local CPU wheel (find-links in pip.conf);
+# elsewhere override, e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
+TORCH  ?= torch==2.13.0
+TOY    ?= studies/toy-world
+
+.PHONY: install demo toy test test-fast lint clean-studies
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(TOY)/toy.yaml: | $(STAMP)
+	$(BIN)/dmo-search toy build $(TOY)
+
+toy: $(TOY)/toy.yaml
+
+# The main job on the embedded default: build the toy world, run a study, print the best mixture.
+demo: $(TOY)/toy.yaml
+	$(BIN)/dmo-search launch configs/toy.yaml
+	$(BIN)/dmo-search status toy
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check dmo_search tests benchmarks
+	$(BIN)/mypy
+
+clean-studies:
+	rm -rf studies/*/ studies/*.db

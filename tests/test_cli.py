@@ -1,0 +1,158 @@
+"""The CLI end to end on the toy world: launch, status/best/eval --json, export, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dmo_search.cli import main
+from tests._study_helpers import db_states, small_config
+
+pytestmark = pytest.mark.slow
+
+
+def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def launched(toy_world: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("cli")
+    cfg = small_config(toy_world.root, out, name="c", n_trials=3, designs=["centre"])
+    assert main(["launch", str(cfg), "--quiet", "--json"]) == 0
+    return {"cfg": cfg, "storage": f"sqlite:///{out / 'c.db'}", "out": out}
+
+
+def test_status_json(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    data = _json(capsys, ["status", "c", "--storage", launched["storage"], "--json"])
+    assert data["counts"] == {"COMPLETE": 3}
+    t0 = data["trials"][0]
+    assert set(t0) >= {"number", "state", "weights", "value", "scores", "merge_seconds", "eval_seconds", "value_se"}
+    assert t0["weights"] == pytest.approx([1 / 3] * 3)
+    assert abs(sum(data["trials"][2]["weights"]) - 1) < 1e-9
+
+
+def test_best_and_eval_agree(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    best = _json(capsys, ["best", "c", "--storage", launched["storage"], "--json"])["best"]
+    w = ",".join(repr(x) for x in best["weights"])
+    ev = _json(capsys, ["eval", str(launched["cfg"]), "--weights", w, "--json"])
+    assert ev["value"] == pytest.approx(best["value"], abs=1e-12)
+    assert ev["scores"] == pytest.approx(best["scores"])
+    assert set(ev) >= {"value", "scores", "value_se", "weights"}
+
+
+def test_human_output(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["best", "c", "--storage", launched["storage"]]) == 0
+    out = capsys.readouterr().out
+    assert "best mixture" in out and "domain" in out and "±" in out
+
+
+def test_export_loads_in_transformers(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from dmo_search.backends.hf import HFBackend
+    from dmo_search.config import load_config
+
+    dest = launched["out"] / "export"
+    data = _json(capsys, ["export", "c", str(dest), "--storage", launched["storage"], "--trial", "0", "--json"])
+    assert Path(data["out_dir"]) == dest
+    model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32)
+    ref = HFBackend(load_config(launched["cfg"]))
+    ref.set_mixture([1 / 3] * 3)
+    exported = dict(model.named_parameters())
+    assert all(torch.equal(p, exported[n]) for n, p in ref.model.named_parameters())
+    assert (dest / "tokenizer_config.json").is_file()
+    # a second export into a non-empty folder is refused
+    assert main(["export", "c", str(dest), "--storage", launched["storage"]]) == 1
+    assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status", "nope", "--storage", "sqlite:////nonexistent/x.db"], "no study DB"),
+        (["eval", "missing.yaml", "--weights", "0.5,0.5"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_exit_1(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_weights_message(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(launched["cfg"]), "--weights", "0.5,0.7,0.1"]) == 1
+    assert "sum to 1" in capsys.readouterr().err
+    assert main(["eval", str(launched["cfg"]), "--weights", "0.5,0.5"]) == 1
+    assert "expected 3 weights" in capsys.readouterr().err
+
+
+def test_sigkill_then_resume(toy_world: Any, tmp_path: Path) -> None:
+    """Kill `launch` mid-trial with SIGKILL, then `resume`: the budget completes, the killed trial is
+    FAILED (not RUNNING forever), nothing completed is lost and trial numbers never repeat."""
+    cfg = small_config(
+        toy_world.root,
+        tmp_path,
+        name="k",
+        n_trials=5,
+        subset=32,
+        worker={"heartbeat_interval": 1, "grace_period": 3, "max_consecutive_failures": 3},
+    )
+    db = tmp_path / "k.db"
+    exe = [sys.executable, "-m", "dmo_search.cli"]
+    log = (tmp_path / "launch.log").open("w")
+    proc = subprocess.Popen(
+        [*exe, "launch", str(cfg), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            states = db_states(db) if db.exists() else []
+            if sum(s == "COMPLETE" for _, s in states) >= 2 and any(s == "RUNNING" for _, s in states):
+                break
+            assert proc.poll() is None, (tmp_path / "launch.log").read_text()
+            time.sleep(0.05)
+        else:
+            pytest.fail("launch did not reach a running third trial in time")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    before = db_states(db)
+    completed_before = {n for n, s in before if s == "COMPLETE"}
+    assert any(s == "RUNNING" for _, s in before)
+
+    res = subprocess.run(
+        [*exe, "resume", "k", "--storage", f"sqlite:///{db}", "--quiet", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    after = db_states(db)
+    numbers = [n for n, _ in after]
+    assert len(numbers) == len(set(numbers))
+    assert sum(s == "COMPLETE" for _, s in after) == 5
+    assert not any(s == "RUNNING" for _, s in after)
+    assert any(s == "FAIL" for _, s in after)
+    assert completed_before <= {n for n, s in after if s == "COMPLETE"}
+    assert "FAILED" in res.stderr  # the user is told which trial was failed
+    summary = json.loads(res.stdout)
+    assert summary["counts"]["COMPLETE"] == 5
