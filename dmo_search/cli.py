@@ -33,6 +33,13 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def _quiet_hf() -> None:
+    """transformers draws a progress bar per checkpoint load; a study loads several, so hide them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _emit(data: Any, as_json: bool, human: str) -> None:
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -144,6 +151,7 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     _log.info(f"study {cfg.study_name!r} in {cfg.storage_url()}")
     reap_stale_trials(study, say=_log.warning)
     _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
+    _quiet_hf()
     objective = make_objective(cfg.objective)
     backend = make_backend(cfg)
     try:
@@ -208,6 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     weights = _parse_weights(args.weights, cfg.expert_names)
     objective = make_objective(cfg.objective)
+    _quiet_hf()
     backend = make_backend(cfg)
     try:
         result, merge_s, eval_s = evaluate_mixture(backend, objective, weights)
@@ -262,6 +271,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             weights, number = matches[0].user_attrs["weights"], args.trial
         _log.info(f"exporting trial {number}")
     assert weights is not None
+    _quiet_hf()
     out = export_merged(cfg, weights, Path(args.out_dir))
     _emit(
         {"out_dir": str(out), "weights": dict(zip(cfg.expert_names, weights, strict=True))},

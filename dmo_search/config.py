@@ -30,6 +30,7 @@ __all__ = [
     "ObjectiveConfig",
     "SearchConfig",
     "StudyConfig",
+    "WorkerConfig",
     "apply_overrides",
     "default_storage",
     "load_config",
@@ -131,9 +132,47 @@ class SearchConfig(_Frozen):
 class BackendConfig(_Frozen):
     """The inference engine that scores merged models."""
 
-    name: Literal["hf"] = "hf"
+    name: Literal["hf", "vllm"] = "hf"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = Field(default="cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto'")
+    mode: Literal["auto", "dense", "lora"] = Field(
+        default="auto",
+        description=(
+            "vllm only: 'dense' writes theta(w) into the engine's weights; 'lora' serves the LoRA experts' merge "
+            "as one adapter of rank sum(r_i); 'auto' = lora when every expert is LoRA, sum(r_i) <= 512 and vLLM "
+            "runs on a GPU, else dense"
+        ),
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="vllm only: share of GPU memory (on CPU: of host RAM) vLLM may take; null = vLLM's default on GPU",
+    )
+    kv_cache_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="vllm only: KV cache size in GiB (overrides gpu_memory_utilization); null = 1 GiB on CPU",
+    )
+
+
+class WorkerConfig(_Frozen):
+    """How a worker process runs trials."""
+
+    heartbeat_interval: int = Field(default=5, ge=1, description="seconds between a running trial's heartbeats")
+    grace_period: int = Field(
+        default=15, ge=2, description="seconds without heartbeat after which a RUNNING trial counts as dead"
+    )
+    max_consecutive_failures: int = Field(default=3, ge=1, description="stop after this many failed trials in a row")
+
+    @model_validator(mode="after")
+    def _grace_exceeds_interval(self) -> WorkerConfig:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"worker.grace_period ({self.grace_period}) must exceed worker.heartbeat_interval "
+                f"({self.heartbeat_interval}), or live trials would be failed; raise grace_period"
+            )
+        return self
 
 
 class MergeConfig(_Frozen):
@@ -154,6 +193,7 @@ class StudyConfig(_Frozen):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     storage: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///studies/<name>/study.db")
     merge: MergeConfig = Field(default_factory=MergeConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
 
     @field_validator("study_name")
     @classmethod

@@ -31,24 +31,22 @@ def make_sampler(
         n_domains: K.
         seed: the sampler's seed. Defaults to 0.
         n_startup_trials: trials before the model takes over, for ``gp-simplex``, ``optuna-gp`` and
-            ``tpe``. Defaults to :obj:`None` (each sampler's own default).
+            ``tpe``. Defaults to :obj:`None`: ``K + 1`` for ``gp-simplex`` (see its docs), 10 (Optuna's
+            default) for the others.
         initial_design: ``gp-simplex``'s design before the GP (see
             :class:`dmo_search.sampler.SimplexGPSampler`). Defaults to ``"space-filling"``.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    startup = {} if n_startup_trials is None else {"n_startup_trials": n_startup_trials}
     if name == "gp-simplex":
         from dmo_search.sampler import SimplexGPSampler
 
-        return SimplexGPSampler(
-            n_domains, seed=seed, n_startup_trials=n_startup_trials, initial_design=initial_design
-        )
+        return SimplexGPSampler(n_domains, seed=seed, n_startup_trials=n_startup_trials, initial_design=initial_design)
     if name == "optuna-gp":
-        return optuna.samplers.GPSampler(seed=seed, **startup)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials or 10)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **startup)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials or 10)
     if name in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")

@@ -1,0 +1,535 @@
+"""How many trials each sampler needs to find the best mixture, on synthetic data-mixing landscapes.
+
+Landscapes
+----------
+Each seed draws a fresh landscape from a family shaped like data-mixing laws: K training domains,
+one evaluation task per domain, and for task ``j``
+
+    x_j(w) = sum_i T_ij w_i                      (data task j effectively receives; T_jj = 1, T_ij >= 0
+                                                  is cross-domain transfer)
+    s_j(w) = lo_j + (hi_j - lo_j) g_j(x_j) - sum_i G_ij w_i - sum_{i<l} H_il w_i w_l
+    f(w)   = mean_j s_j(w)                       (an accuracy-like score in [0, 1])
+
+with ``g_j`` a saturating power law ``1 - (1 + x / x0)^(-alpha)`` (as in loss = E + A (x + x0)^-alpha;
+``interior`` and ``face``) or an exponential ``1 - exp(-x / s)`` (the "data mixing laws" form;
+``vertex``), ``G`` linear interference and ``H`` pairwise conflicts (or synergies, when negative)
+between domains. Three kinds, each checked on the drawn landscape (redrawn otherwise):
+
+* ``interior``: every domain has a task, small interference; the optimum has every weight > 0.005;
+* ``face``: one domain has no task and only interferes (a domain that only hurts); the optimum
+  has that weight exactly 0 and the others > 0.005;
+* ``vertex``: one general domain transfers strongly to every task and the specialist domains
+  interfere with the others' tasks; the optimum is that single domain.
+
+Observations carry Gaussian noise of sd 0 or 0.01 (a score measured on a validation subset).
+
+What is measured
+----------------
+The normalised regret ``(f* - f(recommended)) / (f* - mean f)`` (``mean f`` over the uniform
+distribution on the simplex) after n trials: the recommendation is the sampler's own
+(``gp-simplex``: the argmax of the posterior mean) or the best observed mixture (the others, the
+paper's fixed designs ``grid``). Printed: the median and worst over seeds, the trials each sampler needs
+to reach a regret level relative to ``gp-simplex``, and the proposal latency at 100 completed trials.
+
+Run ``python benchmarks/sampler_efficiency.py --quick`` for a few minutes' check, without flags for
+the full table (hours on 2 cores). ``--json PATH`` also writes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+from numpy.typing import NDArray
+from scipy.optimize import minimize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dmo_search import simplex
+from dmo_search.sampling import make_sampler
+
+KINDS = ("interior", "face", "vertex")
+SAMPLERS = ("gp-simplex", "optuna-gp", "tpe", "random", "grid")
+
+# Checkpoints (trials) printed per K; gp-simplex and optuna-gp run up to the last one.
+CHECKPOINTS: dict[int, tuple[int, ...]] = {
+    2: (4, 6, 8, 12),
+    3: (6, 9, 12, 20),
+    4: (9, 12, 18, 30),
+    6: (12, 20, 30, 36),
+    8: (15, 20, 30, 40),
+}
+# TPE and random run this many times longer, to measure how many trials they need.
+BASELINE_FACTOR = 4
+REGRET_LEVELS = (0.10, 0.05, 0.01)
+# A median regret below this counts as this when baselines must match it (an exact vertex gives 0).
+FLOOR = 0.001
+
+
+# --------------------------------------------------------------------------------------------------
+# Landscapes
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Landscape:
+    """A synthetic mixture landscape; ``f(W)`` scores the rows of an ``n x K`` array."""
+
+    kind: str
+    n_domains: int
+    lo: NDArray[np.float64]  # M
+    gain: NDArray[np.float64]  # M
+    power: NDArray[np.bool_]  # M: power law (else exponential)
+    scale: NDArray[np.float64]  # M: x0 (power) or s (exponential)
+    alpha: NDArray[np.float64]  # M
+    transfer: NDArray[np.float64]  # K x M
+    interference: NDArray[np.float64]  # K x M
+    conflict: NDArray[np.float64]  # K x K, upper triangular
+    f_star: float = 0.0
+    w_star: tuple[float, ...] = ()
+    f_mean: float = 0.0
+
+    def f(self, W: NDArray[np.float64]) -> NDArray[np.float64]:
+        return self._f_and_grad(np.atleast_2d(W))[0]
+
+    def _f_and_grad(self, W: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Values (``n``) and gradients (``n x K``) at the rows of ``W``."""
+        x = np.clip(W @ self.transfer, 0.0, None)
+        base = 1.0 + x / self.scale
+        g = np.where(self.power, 1.0 - base ** (-self.alpha), 1.0 - np.exp(-x / self.scale))
+        dg = np.where(
+            self.power,
+            self.alpha / self.scale * base ** (-self.alpha - 1.0),
+            np.exp(-x / self.scale) / self.scale,
+        )
+        m = len(self.lo)
+        sym = self.conflict + self.conflict.T
+        value = (self.lo + self.gain * g - W @ self.interference).mean(axis=1)
+        value -= np.einsum("ni,il,nl->n", W, self.conflict, W)
+        grad = (self.gain * dg) @ self.transfer.T / m - self.interference.sum(axis=1) / m - W @ sym
+        return value, grad
+
+    def regret(self, w: Sequence[float]) -> float:
+        value = float(self.f(np.asarray(w, dtype=np.float64))[0])
+        return max(self.f_star - value, 0.0) / (self.f_star - self.f_mean)
+
+
+def _maximise(land: Landscape, rng: np.random.Generator) -> tuple[float, NDArray[np.float64]]:
+    """The landscape's maximum: SLSQP (exact gradients) from the best of many draws and the vertices."""
+    k = land.n_domains
+    cands = np.concatenate([rng.dirichlet(np.ones(k), 20000), np.eye(k), [np.full(k, 1.0 / k)]])
+    values = land.f(cands)
+    best_w, best_f = cands[int(np.argmax(values))], float(values.max())
+    cons = ({"type": "eq", "fun": lambda w: np.sum(w) - 1.0, "jac": lambda w: np.ones_like(w)},)
+
+    def neg(w: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        value, grad = land._f_and_grad(w[None, :])
+        return -float(value[0]), -grad[0]
+
+    for w0 in [*cands[np.argsort(values)[::-1][:8]], *np.eye(k)]:
+        res = minimize(
+            neg,
+            w0,
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * k,
+            constraints=cons,
+            options={"maxiter": 500, "ftol": 1e-13},
+        )
+        w = simplex.project_to_simplex(res.x)[0]
+        value = float(land.f(w)[0])
+        if value > best_f:
+            best_w, best_f = w, value
+    return best_f, best_w
+
+
+def make_landscape(kind: str, n_domains: int, seed: int) -> Landscape:
+    """Draw a landscape of ``kind`` over ``n_domains`` domains (redrawn until its optimum is of that
+    kind)."""
+    rng = np.random.default_rng([seed, n_domains, KINDS.index(kind)])
+    k = n_domains
+    for _ in range(200):
+        lo = rng.uniform(0.2, 0.5, k)
+        gain = rng.uniform(0.2, 0.5, k)
+        power = np.ones(k, dtype=bool)
+        alpha = rng.uniform(0.3, 0.8, k)
+        scale = rng.uniform(0.02, 0.3, k)
+        transfer = np.eye(k) + (1 - np.eye(k)) * rng.uniform(0.0, 0.2, (k, k))
+        interference = (1 - np.eye(k)) * rng.uniform(0.0, 0.03, (k, k))
+        conflict = np.triu(rng.uniform(-0.02, 0.04, (k, k)), 1)
+        special = int(rng.integers(k))
+        keep = np.ones(k, dtype=bool)
+        if kind == "face":  # a domain with no task of its own that only interferes
+            keep[special] = False
+            transfer[special] = 0.0
+            interference[special] = rng.uniform(0.02, 0.08, k)
+            conflict[special] = np.abs(conflict[special])
+            conflict[:, special] = np.abs(conflict[:, special])
+        elif kind == "vertex":  # a general domain that transfers to all; specialists interfere
+            power[:] = False
+            scale = rng.uniform(0.05, 0.15, k)
+            transfer = np.eye(k)
+            transfer[special] = rng.uniform(0.7, 1.0, k)
+            interference = (1 - np.eye(k)) * rng.uniform(0.05, 0.15, (k, k))
+            interference[special] = 0.0
+        land = Landscape(
+            kind,
+            k,
+            lo[keep],
+            gain[keep],
+            power[keep],
+            scale[keep],
+            alpha[keep],
+            transfer[:, keep],
+            interference[:, keep],
+            conflict,
+        )
+        f_star, w_star = _maximise(land, rng)
+        ok = {
+            "interior": bool(np.all(w_star > 0.005)),
+            "face": bool(w_star[special] < 1e-9 and np.all(np.delete(w_star, special) > 0.005)),
+            "vertex": bool(w_star[special] > 1.0 - 1e-9),
+        }[kind]
+        if ok:
+            f_mean = float(land.f(np.random.default_rng(0).dirichlet(np.ones(k), 50000)).mean())
+            return dataclasses.replace(land, f_star=f_star, w_star=tuple(float(x) for x in w_star), f_mean=f_mean)
+    raise RuntimeError(f"could not draw a {kind} landscape for K={k}, seed={seed}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    sampler: str
+    n_domains: int
+    kind: str
+    noise: float
+    seed: int
+    regret: dict[int, float]  # trials -> normalised regret of the recommendation
+    seconds: float
+
+
+def run_one(
+    sampler_name: str,
+    land: Landscape,
+    *,
+    noise: float,
+    seed: int,
+    n_trials: int,
+    rec_every: Sequence[int],
+    gp_design: str = "space-filling",
+) -> Run:
+    """One study of ``n_trials`` trials; the regret is recorded after every trial (gp-simplex: at
+    ``rec_every``, where its posterior-mean recommendation is computed)."""
+    k = land.n_domains
+    names = simplex.param_names(k)
+    noise_rng = np.random.default_rng([seed, 7919])
+    sampler = make_sampler(sampler_name, k, seed=seed, initial_design=gp_design)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    if sampler_name == "grid":
+        design = simplex.paper_design(k)
+        for w in design:
+            study.enqueue_trial(simplex.weights_to_params(w))
+        n_trials = len(design)
+    regret: dict[int, float] = {}
+    best_y, best_w = -math.inf, None
+    t0 = time.perf_counter()
+    for n in range(1, n_trials + 1):
+        trial = study.ask()
+        w = simplex.params_to_weights({p: trial.suggest_float(p, 0.0, 1.0) for p in names}, k)
+        y = float(land.f(np.asarray(w))[0]) + noise * float(noise_rng.normal())
+        study.tell(trial, y)
+        if y > best_y:
+            best_y, best_w = y, w
+        if sampler_name == "gp-simplex":
+            if n in rec_every:
+                regret[n] = land.regret(sampler.recommend(study))  # type: ignore[attr-defined]
+        else:
+            assert best_w is not None
+            regret[n] = land.regret(best_w)
+    return Run(sampler_name, k, land.kind, noise, seed, regret, time.perf_counter() - t0)
+
+
+def proposal_latency(sampler_name: str, n_domains: int, n_completed: int = 100, repeats: int = 3) -> float:
+    """Median seconds of one proposal in a study with ``n_completed`` completed trials."""
+    land = make_landscape("interior", n_domains, 0)
+    k = n_domains
+    rng = np.random.default_rng(1)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler_name, k, seed=0))
+    for w in rng.dirichlet(np.ones(k), n_completed):
+        y = float(land.f(w)[0]) + 0.01 * float(rng.normal())
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=simplex.weights_to_params(w), distributions=simplex.distributions(k), value=y
+            )
+        )
+    times = []
+    for _ in range(repeats + 1):  # the first call also imports torch and BoTorch
+        t0 = time.perf_counter()
+        trial = study.ask()
+        for p in simplex.param_names(k):
+            trial.suggest_float(p, 0.0, 1.0)
+        times.append(time.perf_counter() - t0)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return statistics.median(times[1:])
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _median_curve(runs: list[Run]) -> dict[int, float]:
+    if not runs:
+        return {}
+    ns = sorted(set.intersection(*(set(r.regret) for r in runs)))
+    return {n: statistics.median(r.regret[n] for r in runs) for n in ns}
+
+
+def _first_reach(curve: dict[int, float], level: float) -> int | None:
+    return next((n for n in sorted(curve) if curve[n] <= level), None)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}" if x < 10 else f"{x:.0f}"
+
+
+def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Callable[[str], None]) -> list[str]:
+    """Print regret and ratio tables; return the goal lines."""
+    groups: dict[tuple[int, str, float], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.n_domains, r.kind, r.noise), []).append(r)
+
+    out("\n## Normalised regret after n trials: median / worst over seeds")
+    for (k, kind, noise), rs in sorted(groups.items()):
+        seeds = len({r.seed for r in rs})
+        cps = CHECKPOINTS[k]
+        out(f"\nK={k} {kind} noise={noise} ({seeds} seeds)")
+        out(f"  {'sampler':<11}" + "".join(f"{'n=' + str(n):>16}" for n in cps))
+        for name in SAMPLERS:
+            srs = [r for r in rs if r.sampler == name]
+            if not srs:
+                continue
+            if name == "grid":
+                n = max(srs[0].regret)
+                vals = [r.regret[n] for r in srs]
+                cell = f"{_fmt(statistics.median(vals))} / {_fmt(max(vals))}"
+                out(f"  {name:<11}{'(n=' + str(n) + ')':>16}{cell:>16}")
+                continue
+            cells = []
+            for n in cps:
+                vals = [r.regret[n] for r in srs if n in r.regret]
+                cells.append(f"{_fmt(statistics.median(vals))} / {_fmt(max(vals))}" if vals else "-")
+            out(f"  {name:<11}" + "".join(f"{c:>16}" for c in cells))
+
+    baselines = ("tpe", "random", "optuna-gp")
+    ratios: dict[str, list[float]] = {name: [] for name in baselines}
+
+    def trials_ratio(curve: dict[int, float], level: float, n_gp: int) -> tuple[str, float]:
+        n_b = _first_reach(curve, level)
+        if n_b is None:  # never within its budget: the ratio is at least budget / n_gp
+            return f">{max(curve) / n_gp:.1f}", max(curve) / n_gp
+        return f"{n_b / n_gp:.1f}", n_b / n_gp
+
+    out(
+        "\n## Trials a baseline needs to reach gp-simplex's median regret after n trials, divided by n"
+        f"\n   (cells: {' / '.join(baselines)}; '>' = not reached within its budget; levels below "
+        f"{FLOOR} count as {FLOOR})"
+    )
+    for (k, kind, noise), rs in sorted(groups.items()):
+        curves = {name: _median_curve([r for r in rs if r.sampler == name]) for name in SAMPLERS}
+        if not curves["gp-simplex"]:
+            continue
+        cells = []
+        for n in CHECKPOINTS[k]:
+            if n not in curves["gp-simplex"]:
+                continue
+            level = max(curves["gp-simplex"][n], FLOOR)
+            parts = []
+            for name in baselines:
+                if not curves[name]:
+                    parts.append("-")
+                    continue
+                text, value = trials_ratio(curves[name], level, n)
+                parts.append(text)
+                ratios[name].append(value)
+            cells.append(f"n={n}: {'/'.join(parts)}")
+        out(f"  {f'K={k} {kind} noise={noise}':<26}" + "".join(f"{c:<26}" for c in cells))
+    for name, values in ratios.items():
+        if values:
+            out(
+                f"  {name} / gp-simplex over all cells: median {statistics.median(values):.1f}x, "
+                f"min {min(values):.1f}x ('>' cells count at their lower bound)"
+            )
+
+    out("\n## Trials to reach a fixed median regret (gp-simplex's count, and each baseline's as a ratio)")
+    out(f"  {'K kind noise':<26}{'level':>7}{'gp-simplex':>11}" + "".join(f"{b:>11}" for b in (*baselines, "grid")))
+    for (k, kind, noise), rs in sorted(groups.items()):
+        curves = {name: _median_curve([r for r in rs if r.sampler == name]) for name in SAMPLERS}
+        for level in REGRET_LEVELS:
+            n_gp = _first_reach(curves["gp-simplex"], level) if curves["gp-simplex"] else None
+            if n_gp is None:
+                continue
+            cells = [trials_ratio(curves[b], level, n_gp)[0] if curves[b] else "-" for b in (*baselines, "grid")]
+            out(f"  {f'K={k} {kind} noise={noise}':<26}{level:>7}{n_gp:>11}" + "".join(f"{c:>11}" for c in cells))
+
+    if latency:
+        out("\n## Proposal latency at 100 completed trials (median seconds, torch threads = 1)")
+        ks = sorted({k for _, k in latency})
+        names = [s for s in SAMPLERS if any((s, k) in latency for k in ks)]
+        out(f"  {'sampler':<11}" + "".join(f"{'K=' + str(k):>9}" for k in ks))
+        for name in names:
+            out(f"  {name:<11}" + "".join(f"{latency.get((name, k), float('nan')):>9.2f}" for k in ks))
+
+    return _goal_lines(groups, latency, ratios)
+
+
+def _goal_lines(
+    groups: dict[tuple[int, str, float], list[Run]],
+    latency: dict[tuple[str, int], float],
+    ratios: dict[str, list[float]],
+) -> list[str]:
+    def stat(k: int, kinds: Sequence[str], noise: float, n: int) -> tuple[float, float] | None:
+        vals = [
+            r.regret[n]
+            for kind in kinds
+            for r in groups.get((k, kind, noise), [])
+            if r.sampler == "gp-simplex" and n in r.regret
+        ]
+        return (statistics.median(vals), max(vals)) if vals else None
+
+    lines = []
+
+    def goal(text: str, value: float | None, limit: float) -> None:
+        if value is None:
+            return
+        lines.append(f"  [{'met ' if value <= limit else 'MISS'}] {text}: {value:.3f} (goal <= {limit})")
+
+    s = stat(3, KINDS, 0.0, 12)
+    goal("K=3 median regret after 12 trials (noiseless, all kinds)", s and s[0], 0.01)
+    s = stat(4, ("face",), 0.0, 18)
+    goal("K=4 optimum on a face, median regret after 18", s and s[0], 0.01)
+    s = stat(8, KINDS, 0.0, 30)
+    goal("K=8 median regret after 30 (noiseless, all kinds)", s and s[0], 0.01)
+    goal("K=8 worst seed after 30 (noiseless, all kinds)", s and s[1], 0.05)
+    s = stat(4, KINDS, 0.01, 18)
+    goal("K=4 noise sd 0.01, median regret after 18", s and s[0], 0.10)
+    for name in ("tpe", "random"):
+        if ratios.get(name):
+            lines.append(
+                f"  [{'met ' if min(ratios[name]) >= 2 else 'MISS'}] trials {name} / gp-simplex to the same median "
+                f"regret: min {min(ratios[name]):.1f}x, median {statistics.median(ratios[name]):.1f}x, "
+                f"{sum(r >= 2 for r in ratios[name])} of {len(ratios[name])} cells >= 2x (goal >= 2x)"
+            )
+    gp_lat = [v for (name, _), v in latency.items() if name == "gp-simplex"]
+    if gp_lat:
+        met = "met " if max(gp_lat) <= 5 else "MISS"
+        lines.append(f"  [{met}] gp-simplex latency at 100 trials: max {max(gp_lat):.2f} s (goal <= 5 s)")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, runs: list[Run], latency: dict[tuple[str, int], float]) -> None:
+    record = {
+        "runs": [dataclasses.asdict(r) for r in runs],
+        "latency": {f"{name} K={k}": v for (name, k), v in latency.items()},
+    }
+    path.write_text(json.dumps(record, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="K=3,4, interior and face, noiseless, 3 seeds")
+    parser.add_argument("--k", type=int, nargs="+", help="numbers of domains (default 2 3 4 6 8)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, help="landscape kinds (default all)")
+    parser.add_argument("--noise", type=float, nargs="+", help="observation noise sds (default 0 0.01)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 5)")
+    parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, help="samplers (default all)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--gp-design", default="space-filling", help="gp-simplex's initial_design")
+    parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quick = args.quick
+    ks = args.k or ([3, 4] if quick else [2, 3, 4, 6, 8])
+    kinds = args.kinds or (["interior", "face"] if quick else list(KINDS))
+    noises = args.noise if args.noise is not None else ([0.0] if quick else [0.0, 0.01])
+    n_seeds = args.seeds or (3 if quick else 5)
+    samplers = args.samplers or (["gp-simplex", "tpe", "random", "grid"] if quick else list(SAMPLERS))
+
+    runs: list[Run] = []
+    t_start = time.perf_counter()
+    for k in ks:
+        cps = CHECKPOINTS[k]
+        n_gp = cps[-1]
+        step = 1 if k <= 3 else 2 if k <= 4 else 3
+        rec_every = sorted(set(range(k + 1, n_gp + 1, step)) | set(cps))
+        for kind in kinds:
+            for seed in range(n_seeds):
+                land = make_landscape(kind, k, seed)
+                for noise in noises:
+                    for name in samplers:
+                        if name == "grid" and k > 4:
+                            continue
+                        n = n_gp if name in ("gp-simplex", "optuna-gp") else min(BASELINE_FACTOR * n_gp, 200)
+                        run = run_one(
+                            name,
+                            land,
+                            noise=noise,
+                            seed=seed,
+                            n_trials=n,
+                            rec_every=rec_every,
+                            gp_design=args.gp_design,
+                        )
+                        runs.append(run)
+                        if args.json:  # after every run, so that an interrupted benchmark keeps its numbers
+                            _write_json(args.json, runs, {})
+                        final = run.regret[max(run.regret)]
+                        print(
+                            f"[{time.perf_counter() - t_start:7.0f}s] K={k} {kind:<8} noise={noise:<5} seed={seed} "
+                            f"{name:<10} regret@{max(run.regret)}={final:.4f} ({run.seconds:.1f}s)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+
+    latency: dict[tuple[str, int], float] = {}
+    if not args.no_latency:
+        for k in ks:
+            for name in ("gp-simplex", "optuna-gp", "tpe"):
+                if name in samplers:
+                    latency[(name, k)] = proposal_latency(name, k)
+                    print(f"latency {name} K={k}: {latency[(name, k)]:.2f}s", file=sys.stderr, flush=True)
+
+    lines: list[str] = []
+    goals = print_tables(runs, latency, lines.append)
+    print("\n".join(lines))
+    print("\n## Goals (gp-simplex)")
+    print("\n".join(goals))
+    if args.json:
+        _write_json(args.json, runs, latency)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,708 @@
+"""Simplex-native Bayesian optimisation: an Optuna sampler with BoTorch inside.
+
+The sampler models the objective as a function of the mixture weights ``w`` (a point of the
+simplex), not of the cube parameters ``u_*`` that encode them in a trial (see
+:mod:`dmo_search.simplex`), and optimises its acquisition function on the simplex itself: bounds
+``[0, 1]`` and the equality constraint ``sum w = 1`` (BoTorch's ``optimize_acqf`` with SLSQP), so
+faces and vertices (exact zeros) are proposals like any other.
+
+How one proposal is made
+------------------------
+1. The study is read from its storage: completed trials give ``(w, y)``, RUNNING and WAITING trials
+   give pending mixtures, FAIL and PRUNED trials are left out of the model. Nothing else is kept
+   between calls, so any process that opens the study proposes the same next point.
+2. Until ``n_startup_trials`` trials are complete, the next point of the initial design is proposed:
+   the centre, then (``"space-filling"``) the point of a fixed pool of uniform draws on the simplex
+   that, added to the mixtures the study already holds, brings them closest in energy distance to the
+   uniform distribution: greedy support points [Mak2018support]_, which spread over the simplex as a
+   representative sample does, instead of crowding its vertices as a maximin design does.
+3. Then a GP (``SingleTaskGP``: Matern-5/2 kernel with automatic relevance determination and the
+   dimension-scaled priors of [Hvarfner2024vanilla]_, an inferred homoscedastic noise, standardised
+   outcomes) is fitted to ``(w, y)`` by maximum a posteriori.
+4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
+   [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
+   exponentially with the number of objectives). Pending mixtures enter as ``X_pending``, so parallel
+   workers do not propose the same point.
+5. The acquisition is maximised by SLSQP from a few starts chosen among uniform draws, draws on the
+   faces, the vertices and perturbations of the best mixtures; the result is clipped to ``[0, 1]``,
+   weights below ``1e-6`` become exact zeros, and it is renormalised.
+
+Every random choice is seeded by ``(seed, trial number)``.
+
+References
+----------
+.. [Mak2018support] S. Mak, V. R. Joseph. Support points. Annals of Statistics 46(6A), 2018.
+.. [Hvarfner2024vanilla] C. Hvarfner, E. O. Hellsten, L. Nardi. Vanilla Bayesian Optimization
+   Performs Great in High Dimensions. ICML 2024.
+.. [Ament2023logei] S. Ament, S. Daulton, D. Eriksson, M. Balandat, E. Bakshy. Unexpected
+   Improvements to Expected Improvement for Bayesian Optimization. NeurIPS 2023.
+.. [Daulton2021nehvi] S. Daulton, M. Balandat, E. Bakshy. Parallel Bayesian Optimization of Multiple
+   Noisy Objectives with Expected Hypervolume Improvement. NeurIPS 2021.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from dmo_search import simplex
+
+if TYPE_CHECKING:
+    import torch
+    from botorch.acquisition import AcquisitionFunction
+    from botorch.models import SingleTaskGP
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+
+__all__ = ["INITIAL_DESIGNS", "WEIGHTS_SYSTEM_ATTR", "SimplexGPSampler"]
+
+_logger = logging.getLogger(__name__)
+
+INITIAL_DESIGNS: tuple[str, ...] = ("space-filling", "maximin", "vertices", "paper")
+"""Names accepted by ``initial_design`` (a list of mixtures is accepted too)."""
+
+WEIGHTS_SYSTEM_ATTR = "dmo_search:proposed_weights"
+"""Trial system attribute holding the proposed weights as soon as they are proposed, so that other
+workers see a RUNNING trial as pending before its parameters are written."""
+
+# A proposed weight below this becomes an exact zero: 1e-6 of a 100k-sample budget is 0.1 sample.
+_ZERO_SNAP = 1e-6
+# Two mixtures closer than this (Euclidean) are the same design point.
+_SAME_POINT = 1e-6
+# Size of the pool of uniform draws that the initial designs pick from, per domain (at most 1024).
+_POOL_PER_DOMAIN = 128
+_POOL_MAX = 1024
+# NOTE: qLogNEHVI's box decompositions grow exponentially with the number of objectives; BoTorch
+# recommends it up to about 4 objectives, so more objectives use qLogNParEGO (random Chebyshev
+# scalarisations, one per trial).
+_MAX_HYPERVOLUME_OBJECTIVES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class _History:
+    """What the storage says about a study, as arrays of weights.
+
+    Attributes:
+        X: ``n x K`` weights of the completed trials.
+        Y: ``n x M`` their values, oriented so that larger is better.
+        pending: ``p x K`` weights of RUNNING and WAITING trials (other than the one being sampled).
+        seen: ``s x K`` every mixture the study holds (any state), for the initial design.
+        next_number: the number of trials in the study (the next trial's number when sampling
+            outside a trial).
+    """
+
+    X: NDArray[np.float64]
+    Y: NDArray[np.float64]
+    pending: NDArray[np.float64]
+    seen: NDArray[np.float64]
+    next_number: int
+
+
+class SimplexGPSampler(BaseSampler):
+    """Bayesian optimisation of mixture weights on the simplex (an Optuna sampler, BoTorch inside).
+
+    The sampler proposes the ``K - 1`` cube parameters ``u_0 .. u_{K-2}`` of
+    :func:`dmo_search.simplex.distributions`; decode a trial's mixture with
+    :func:`dmo_search.simplex.params_to_weights`. Single- and multi-objective studies (one
+    objective per domain, say) are supported; directions are read from the study.
+
+    Example:
+        >>> import optuna
+        >>> from dmo_search import simplex
+        >>> sampler = SimplexGPSampler(3, seed=0)
+        >>> study = optuna.create_study(direction="maximize", sampler=sampler)
+        >>> def objective(trial):
+        ...     params = {n: trial.suggest_float(n, 0.0, 1.0) for n in simplex.param_names(3)}
+        ...     w = simplex.params_to_weights(params, 3)
+        ...     return -sum((wi - ti) ** 2 for wi, ti in zip(w, [0.6, 0.4, 0.0]))
+        >>> study.optimize(objective, n_trials=8)  # doctest: +SKIP
+        >>> sampler.recommend(study)  # doctest: +SKIP
+        [0.6, 0.4, 0.0]
+
+    Args:
+        n_domains: K, the number of domains (2 or more).
+        seed: seeds every random choice together with the trial number. Defaults to 0.
+        n_startup_trials: completed trials before the GP takes over. Defaults to :obj:`None`: the
+            length of the design for ``"paper"`` or a list of mixtures, else ``K + 1`` (the smallest
+            design that fixes a linear trend on the simplex, plus one point).
+        initial_design: the design proposed before the GP: ``"space-filling"`` (the centre, then
+            greedy support points: the draw that brings the study's mixtures closest in energy
+            distance to the uniform distribution on the simplex), ``"maximin"`` (the centre, then
+            the draw farthest from the study's mixtures: it favours points near the vertices),
+            ``"vertices"`` (the centre, then the K single-domain mixtures), ``"paper"`` (the
+            paper's designs for K = 2..4, see :func:`dmo_search.simplex.paper_design`), or a list
+            of mixtures. Points the study already holds (enqueued, run or failed) are skipped;
+            once a list is used up, support points continue it. Defaults to ``"space-filling"``.
+        n_restarts: SLSQP starts of the acquisition optimisation. Defaults to 10.
+        raw_samples: uniform draws on the simplex scored to choose the starts (half as many again
+            are drawn on faces). Defaults to 512.
+        n_mc_samples: quasi-Monte-Carlo samples of the acquisition function. Defaults to 128.
+        independent_sampler: samples parameters other than the mixture's. Defaults to
+            :obj:`None` (an :class:`optuna.samplers.RandomSampler` seeded with ``seed``).
+
+    Raises:
+        ValueError: for fewer than 2 domains, an unknown design name, a ``"paper"`` design for a K
+            the paper did not run, an invalid mixture in a list design, or a non-positive option.
+    """
+
+    def __init__(
+        self,
+        n_domains: int,
+        *,
+        seed: int = 0,
+        n_startup_trials: int | None = None,
+        initial_design: str | Sequence[Sequence[float]] = "space-filling",
+        n_restarts: int = 10,
+        raw_samples: int = 512,
+        n_mc_samples: int = 128,
+        independent_sampler: BaseSampler | None = None,
+    ) -> None:
+        self._n_domains = n_domains
+        self._param_names = simplex.param_names(n_domains)  # validates n_domains
+        self._seed = int(seed)
+        self._design_list = _design_list(n_domains, initial_design)
+        self._maximin = initial_design == "maximin"
+        if n_startup_trials is None:
+            by_name = isinstance(initial_design, str) and initial_design != "paper"
+            n_startup_trials = n_domains + 1 if by_name else len(self._design_list)
+        for name, value in (
+            ("n_startup_trials", n_startup_trials),
+            ("n_restarts", n_restarts),
+            ("raw_samples", raw_samples),
+            ("n_mc_samples", n_mc_samples),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {name}={value}")
+        self._n_startup_trials = n_startup_trials
+        self._n_restarts = n_restarts
+        self._raw_samples = raw_samples
+        self._n_mc_samples = n_mc_samples
+        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+
+    @property
+    def n_domains(self) -> int:
+        """K, the number of domains."""
+        return self._n_domains
+
+    @property
+    def n_startup_trials(self) -> int:
+        """Completed trials before the GP takes over."""
+        return self._n_startup_trials
+
+    # ----------------------------------------------------------------------------------------------
+    # BaseSampler
+    # ----------------------------------------------------------------------------------------------
+
+    def reseed_rng(self) -> None:
+        # Proposals are seeded by (seed, trial number); only the independent sampler has a state.
+        self._independent_sampler.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return dict(simplex.distributions(self._n_domains))
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not set(self._param_names) <= set(search_space):
+            return {}  # not this sampler's mixture space: the independent sampler takes over
+        history = self._history(study, exclude_trial_id=trial._trial_id)
+        weights = self._propose(history, q=1, number=trial.number)[0]
+        # Share the proposal at once: a worker that samples before this trial's parameters are
+        # written still sees it as pending.
+        study._storage.set_trial_system_attr(trial._trial_id, WEIGHTS_SYSTEM_ATTR, weights)
+        return simplex.weights_to_params(weights)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._independent_sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._independent_sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._independent_sampler.after_trial(study, trial, state, values)
+
+    # ----------------------------------------------------------------------------------------------
+    # Beyond Optuna's interface
+    # ----------------------------------------------------------------------------------------------
+
+    def propose_batch(self, study: Study, q: int) -> list[list[float]]:
+        """Propose ``q`` mixtures at once, for a worker that scores them in one batch.
+
+        The candidates are chosen greedily (each one pending for the next), with the study's RUNNING
+        and WAITING trials pending too. No trial is created: enqueue them to run them, e.g.
+        ``study.enqueue_trial(simplex.weights_to_params(w), user_attrs={"weights": w})``; enqueued
+        trials are pending for later proposals.
+
+        Args:
+            study: the study (any direction or number of objectives).
+            q: the number of mixtures (1 or more).
+
+        Returns:
+            ``q`` lists of K weights, each on the simplex.
+        """
+        if q < 1:
+            raise ValueError(f"q must be >= 1, got q={q}")
+        history = self._history(study, exclude_trial_id=None)
+        return self._propose(history, q=q, number=history.next_number)
+
+    def recommend(self, study: Study) -> list[float]:
+        """The mixture that maximises the GP's posterior mean over the simplex.
+
+        The posterior mean, not the best noisy observation, is the estimate of the best mixture
+        under observation noise. With several objectives the unweighted mean of the (direction
+        oriented) objectives is maximised. Before ``n_startup_trials`` trials are complete (or if
+        the model cannot be fitted) the best observed mixture is returned.
+
+        Raises:
+            ValueError: if no trial of the study is complete.
+        """
+        history = self._history(study, exclude_trial_id=None)
+        if len(history.X) == 0:
+            raise ValueError("no trial of the study is complete: there is nothing to recommend yet")
+        best_observed = history.X[int(np.argmax(history.Y.mean(axis=1)))]
+        if len(history.X) < max(self._n_startup_trials, 2):
+            return _as_weights(best_observed)
+        try:
+            return _as_weights(self._maximise_posterior_mean(history))
+        except _model_errors() as e:
+            _logger.warning(f"recommending the best observed mixture: the GP failed ({e!r})")
+            return _as_weights(best_observed)
+
+    # ----------------------------------------------------------------------------------------------
+    # Internals
+    # ----------------------------------------------------------------------------------------------
+
+    def _history(self, study: Study, exclude_trial_id: int | None) -> _History:
+        k = self._n_domains
+        signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
+        xs: list[list[float]] = []
+        ys: list[list[float]] = []
+        pending: list[list[float]] = []
+        seen: list[list[float]] = []
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t._trial_id == exclude_trial_id:
+                continue
+            w = _trial_weights(t, k)
+            if w is None:
+                continue
+            seen.append(w)
+            if t.state == TrialState.COMPLETE and t.values is not None:
+                xs.append(w)
+                ys.append([s * v for s, v in zip(signs, t.values, strict=True)])
+            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+                pending.append(w)
+        return _History(
+            X=np.asarray(xs, dtype=np.float64).reshape(-1, k),
+            Y=_clip_infinite(np.asarray(ys, dtype=np.float64).reshape(-1, len(signs))),
+            pending=np.asarray(pending, dtype=np.float64).reshape(-1, k),
+            seen=np.asarray(seen, dtype=np.float64).reshape(-1, k),
+            next_number=len(trials),
+        )
+
+    def _propose(self, history: _History, *, q: int, number: int) -> list[list[float]]:
+        if len(history.X) >= max(self._n_startup_trials, 2):
+            try:
+                return [_as_weights(w) for w in self._bo_candidates(history, q=q, number=number)]
+            except _model_errors() as e:
+                _logger.warning(f"trial {number}: the GP proposal failed ({e!r}); proposing a space-filling point")
+        out: list[list[float]] = []
+        seen = history.seen
+        for _ in range(q):
+            w = self._design_point(seen)
+            out.append(_as_weights(w))
+            seen = np.concatenate([seen, w[None, :]])
+        return out
+
+    def _design_point(self, seen: NDArray[np.float64]) -> NDArray[np.float64]:
+        for w in self._design_list:
+            if len(seen) == 0 or np.min(np.linalg.norm(seen - w, axis=1)) > _SAME_POINT:
+                return w
+        pool, pool_mean_dist = _design_pool(self._n_domains, self._seed)
+        to_seen = np.linalg.norm(pool[:, None, :] - seen[None, :, :], axis=-1)  # N x n
+        if self._maximin:
+            return pool[int(np.argmax(to_seen.min(axis=1)))]
+        # Energy distance between the n + 1 points (seen + candidate) and the pool, up to a constant.
+        n = len(seen)
+        seen_mean_dist = np.linalg.norm(seen[:, None, :] - pool[None, :, :], axis=-1).mean(axis=1)
+        seen_pairs = np.linalg.norm(seen[:, None, :] - seen[None, :, :], axis=-1).sum()
+        energy = (
+            2.0 / (n + 1) * (seen_mean_dist.sum() + pool_mean_dist)
+            - (seen_pairs + 2.0 * to_seen.sum(axis=1)) / (n + 1) ** 2
+        )
+        return pool[int(np.argmin(energy))]
+
+    def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:
+        import torch
+
+        seed = _derived_seed(self._seed, number)
+        with _torch_context(seed):
+            X = torch.from_numpy(history.X)
+            Y = torch.from_numpy(history.Y)
+            model = _fit_gp(X, Y)
+            acqf = self._acquisition(model, X, Y, history.pending, seed)
+            anchors = _anchors(model, X)
+            candidates = _maximise_on_simplex(
+                acqf,
+                self._n_domains,
+                q=q,
+                anchors=anchors,
+                seed=seed,
+                n_restarts=self._n_restarts,
+                raw_samples=self._raw_samples,
+            )
+        return candidates
+
+    def _acquisition(
+        self,
+        model: SingleTaskGP,
+        X: torch.Tensor,
+        Y: torch.Tensor,
+        pending: NDArray[np.float64],
+        seed: int,
+    ) -> AcquisitionFunction:
+        import torch
+        from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+        from botorch.sampling import SobolQMCNormalSampler
+
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([self._n_mc_samples]), seed=seed)
+        X_pending = torch.from_numpy(pending) if len(pending) else None
+        n_objectives = Y.shape[-1]
+        if n_objectives == 1:
+            return qLogNoisyExpectedImprovement(
+                model, X_baseline=X, sampler=sampler, X_pending=X_pending, prune_baseline=True
+            )
+        if n_objectives <= _MAX_HYPERVOLUME_OBJECTIVES:
+            from botorch.acquisition.multi_objective.logei import (
+                qLogNoisyExpectedHypervolumeImprovement,
+            )
+            from botorch.acquisition.multi_objective.utils import get_default_partitioning_alpha
+            from botorch.utils.multi_objective.hypervolume import infer_reference_point
+            from botorch.utils.multi_objective.pareto import is_non_dominated
+
+            ref_point = infer_reference_point(Y[is_non_dominated(Y)])
+            return qLogNoisyExpectedHypervolumeImprovement(
+                model,
+                ref_point=ref_point,
+                X_baseline=X,
+                sampler=sampler,
+                X_pending=X_pending,
+                prune_baseline=True,
+                alpha=get_default_partitioning_alpha(n_objectives),
+            )
+        from botorch.acquisition.multi_objective.parego import qLogNParEGO
+        from botorch.utils.sampling import sample_simplex
+
+        weights = sample_simplex(n_objectives, n=1, seed=seed, dtype=torch.float64)[0]
+        return qLogNParEGO(
+            model,
+            X_baseline=X,
+            scalarization_weights=weights,
+            sampler=sampler,
+            X_pending=X_pending,
+            prune_baseline=True,
+        )
+
+    def _maximise_posterior_mean(self, history: _History) -> NDArray[np.float64]:
+        import torch
+        from botorch.acquisition.analytic import PosteriorMean
+        from botorch.acquisition.objective import ScalarizedPosteriorTransform
+
+        seed = _derived_seed(self._seed, history.next_number, 1)
+        with _torch_context(seed):
+            X = torch.from_numpy(history.X)
+            Y = torch.from_numpy(history.Y)
+            model = _fit_gp(X, Y)
+            m = Y.shape[-1]
+            transform = (
+                ScalarizedPosteriorTransform(weights=torch.full((m,), 1.0 / m, dtype=torch.float64)) if m > 1 else None
+            )
+            mean = PosteriorMean(model, posterior_transform=transform)
+            with torch.no_grad():
+                observed = mean(X.unsqueeze(-2))
+            best = int(torch.argmax(observed))
+            candidate = _maximise_on_simplex(
+                mean,
+                self._n_domains,
+                q=1,
+                anchors=X[torch.argsort(observed, descending=True)[:5]],
+                seed=seed,
+                n_restarts=self._n_restarts,
+                raw_samples=self._raw_samples,
+            )
+            with torch.no_grad():
+                value = mean(torch.from_numpy(candidate).unsqueeze(-2))
+            # An unobserved mixture must beat the best observed one by more than rounding: where the
+            # posterior mean is flat (a constant objective), the observed mixture is the safer answer.
+            scale = float(Y.std()) if len(Y) > 1 and float(Y.std()) > 0 else 1.0
+            if float(value[0]) > float(observed[best]) + 1e-6 * scale:
+                return candidate[0]
+            return history.X[best]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _design_list(n_domains: int, initial_design: str | Sequence[Sequence[float]]) -> list[NDArray[np.float64]]:
+    if isinstance(initial_design, str):
+        if initial_design in ("space-filling", "maximin"):
+            points = [simplex.centre(n_domains)]
+        elif initial_design == "vertices":
+            points = [simplex.centre(n_domains), *simplex.vertices(n_domains)]
+        elif initial_design == "paper":
+            points = simplex.paper_design(n_domains)
+        else:
+            raise ValueError(
+                f"unknown initial_design {initial_design!r}; choose one of {', '.join(INITIAL_DESIGNS)} "
+                "or pass a list of mixtures"
+            )
+    else:
+        points = [simplex.check_weights(w, n_domains) for w in initial_design]
+        if not points:
+            raise ValueError("initial_design is an empty list; pass mixtures or a design name")
+    return [np.asarray(p, dtype=np.float64) for p in points]
+
+
+@functools.lru_cache(maxsize=16)
+def _design_pool(n_domains: int, seed: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Uniform draws on the simplex that the initial designs pick from, and each draw's mean
+    distance to the others (both read-only)."""
+    n = min(_POOL_PER_DOMAIN * n_domains, _POOL_MAX)
+    pool = np.random.default_rng(_derived_seed(seed, -1)).dirichlet(np.ones(n_domains), size=n)
+    mean_dist = np.linalg.norm(pool[:, None, :] - pool[None, :, :], axis=-1).mean(axis=1)
+    pool.setflags(write=False)
+    mean_dist.setflags(write=False)
+    return pool, mean_dist
+
+
+def _trial_weights(trial: FrozenTrial, n_domains: int) -> list[float] | None:
+    """A trial's mixture, or None if it has none.
+
+    Decoded from its parameters (or an enqueued trial's fixed parameters), else read from its
+    ``weights`` user attribute, else, for a trial still running, the proposal this sampler recorded
+    before its parameters were written.
+    """
+    names = simplex.param_names(n_domains)
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    candidates: list[Any] = []
+    if all(n in params for n in names):
+        candidates.append(params)
+    candidates.append(trial.user_attrs.get("weights"))
+    if not trial.state.is_finished():
+        candidates.append(trial.system_attrs.get(WEIGHTS_SYSTEM_ATTR))
+    for c in candidates:
+        try:
+            if isinstance(c, dict):
+                return simplex.params_to_weights(c, n_domains)
+            if c is not None:
+                return simplex.check_weights(c, n_domains)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _clip_infinite(Y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Replace infinite values by the worst / best finite value of their column."""
+    Y = Y.copy()
+    for c in range(Y.shape[1]):
+        finite = np.isfinite(Y[:, c])
+        if finite.all():
+            continue
+        lo, hi = (Y[finite, c].min(), Y[finite, c].max()) if finite.any() else (0.0, 0.0)
+        Y[:, c] = np.clip(np.nan_to_num(Y[:, c], nan=lo, posinf=hi, neginf=lo), lo, hi)
+    return Y
+
+
+def _as_weights(w: NDArray[np.float64] | Sequence[float]) -> list[float]:
+    """Clip to ``[0, 1]``, snap tiny weights to exact zeros, renormalise: a valid mixture."""
+    x = np.clip(np.asarray(w, dtype=np.float64), 0.0, 1.0)
+    x[x < _ZERO_SNAP] = 0.0
+    total = x.sum()
+    if not math.isfinite(total) or total <= 0.0:
+        raise ValueError(f"cannot turn {w!r} into a mixture")
+    return simplex.check_weights((x / total).tolist())
+
+
+def _derived_seed(*entropy: int) -> int:
+    """A 31-bit seed from integers (negative ones allowed), stable across processes."""
+    words = [abs(e) * 2 + (e < 0) for e in entropy]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _model_errors() -> tuple[type[Exception], ...]:
+    from botorch.exceptions.errors import BotorchError
+
+    return (BotorchError, RuntimeError, ValueError, np.linalg.LinAlgError)
+
+
+@contextlib.contextmanager
+def _torch_context(seed: int) -> Iterator[None]:
+    """Run torch code on the CPU with a forked, seeded RNG, and silence the BoTorch warnings that
+    only report what it already handles (optimiser iteration limits, flat starting values, jitter
+    added to a Cholesky factorisation)."""
+    import torch
+    from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
+    from linear_operator.utils.warnings import NumericalWarning
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        # A device context intercepts every torch call (it doubles the cost of an acquisition
+        # evaluation): enter it only when the user moved the default device off the CPU.
+        if torch.get_default_device().type != "cpu":
+            stack.enter_context(torch.device("cpu"))
+        stack.enter_context(warnings.catch_warnings())
+        for category in (OptimizationWarning, BadInitialCandidatesWarning, NumericalWarning):
+            warnings.simplefilter("ignore", category=category)
+        torch.manual_seed(seed)
+        yield
+
+
+def _fit_gp(X: torch.Tensor, Y: torch.Tensor) -> SingleTaskGP:
+    """Fit a GP (``n x K`` weights -> ``n x M`` values) by maximum a posteriori.
+
+    BoTorch's ``SingleTaskGP`` with standardised outcomes, an inferred noise and the
+    dimension-scaled lengthscale prior of [Hvarfner2024vanilla]_, on a Matern-5/2 kernel (BoTorch's
+    default is the RBF kernel, whose infinitely smooth samples make it overconfident between points
+    of a function that is steep near the faces, as data-mixing laws are).
+    """
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    m = Y.shape[-1]
+    covar = get_covar_module_with_dim_scaled_prior(
+        ard_num_dims=X.shape[-1], batch_shape=torch.Size([m]) if m > 1 else None, use_rbf_kernel=False
+    )
+    model = SingleTaskGP(X, Y, covar_module=covar, outcome_transform=Standardize(m=m))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    return model
+
+
+def _anchors(model: SingleTaskGP, X: torch.Tensor, n: int = 3) -> torch.Tensor:
+    """The ``n`` observed mixtures with the highest posterior mean (averaged over objectives)."""
+    import torch
+
+    with torch.no_grad():
+        mean = model.posterior(X).mean.mean(dim=-1)
+    return X[torch.argsort(mean, descending=True)[:n]]
+
+
+def _maximise_on_simplex(
+    acqf: AcquisitionFunction,
+    n_domains: int,
+    *,
+    q: int,
+    anchors: torch.Tensor,
+    seed: int,
+    n_restarts: int,
+    raw_samples: int,
+) -> NDArray[np.float64]:
+    """Maximise ``acqf`` over ``q`` points of the simplex (sequential greedy for ``q > 1``).
+
+    Args:
+        acqf: the acquisition function.
+        n_domains: K.
+        q: the number of candidates.
+        anchors: ``a x K`` mixtures around which starts are also drawn.
+        seed: seeds the starts.
+        n_restarts: SLSQP starts.
+        raw_samples: uniform draws scored to choose the starts.
+
+    Returns:
+        ``q x K`` candidates on the simplex (clipped and renormalised by :func:`_as_weights` later).
+    """
+    import torch
+    from botorch.optim import optimize_acqf
+
+    k = n_domains
+    bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
+    sum_to_one = [(torch.arange(k), torch.ones(k, dtype=torch.float64), 1.0)]
+    candidates, _ = optimize_acqf(
+        acqf,
+        bounds=bounds,
+        q=q,
+        num_restarts=n_restarts,
+        raw_samples=raw_samples,
+        equality_constraints=sum_to_one,
+        ic_generator=functools.partial(_simplex_initial_conditions, anchors=anchors, seed=seed),
+        sequential=q > 1,
+        options={"maxiter": 200},
+        retry_on_optimization_warning=False,
+    )
+    return candidates.detach().numpy().reshape(q, k)
+
+
+def _simplex_initial_conditions(
+    acq_function: AcquisitionFunction,
+    bounds: torch.Tensor,
+    q: int,
+    num_restarts: int,
+    raw_samples: int,
+    *,
+    anchors: torch.Tensor,
+    seed: int,
+    **_unused: Any,
+) -> torch.Tensor:
+    """Starts for SLSQP on the simplex (an ``ic_generator`` for ``optimize_acqf``).
+
+    Scores ``raw_samples`` uniform draws, ``raw_samples // 2`` draws on random faces, the vertices and
+    perturbations of ``anchors``, and picks ``num_restarts`` of them by Boltzmann sampling on the
+    acquisition value (the best is always kept).
+
+    Returns:
+        ``num_restarts x q x K`` starts, each row on the simplex.
+    """
+    import torch
+    from botorch.optim.initializers import initialize_q_batch
+
+    k = bounds.shape[-1]
+    rng = np.random.default_rng(seed)
+    uniform = rng.dirichlet(np.ones(k), size=raw_samples)
+    faces = rng.dirichlet(np.ones(k), size=max(raw_samples // 2, 1))
+    drop = rng.random(faces.shape) < 0.5
+    drop[np.arange(len(faces)), np.argmax(faces, axis=1)] = False  # keep at least one domain
+    faces[drop] = 0.0
+    faces /= faces.sum(axis=1, keepdims=True)
+    parts = [uniform, faces, np.eye(k)]
+    a = anchors.detach().numpy()
+    if len(a):
+        for scale in (0.02, 0.1):
+            centre = a[rng.integers(len(a), size=max(raw_samples // 8, 1))]
+            parts.append(simplex.project_to_simplex(centre + rng.normal(scale=scale, size=centre.shape)))
+    pool = np.concatenate(parts)
+    n = (len(pool) // q) * q
+    X = torch.from_numpy(pool[rng.permutation(len(pool))[:n]]).to(bounds).reshape(-1, q, k)
+    with torch.no_grad():
+        values = torch.cat([acq_function(batch) for batch in X.split(256)])
+    starts, _ = initialize_q_batch(X, values, n=min(num_restarts, len(X)), eta=2.0)
+    return starts

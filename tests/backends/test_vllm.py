@@ -1,0 +1,429 @@
+"""The vLLM backend against the transformers reference.
+
+(a) after a dense swap the engine computes with exactly the transformers-side merge (per-tensor
+checksums of the weights the engine's kernels use); (b) ``hf`` and ``vllm`` give the same greedy
+answers and scores; (c) the rank-concatenated LoRA adapter gives the dense merge's log-probs;
+(d) q candidates in one ``generate`` equal one by one; (e) a killed engine raises ``BackendError``
+and ``restart`` works.
+
+Engines start in 35-80 s on CPU, so the module keeps at most ONE alive at a time (the dense one for
+(a)-(b), then the LoRA one for (c)-(e)). The world is the session's ``toy_world`` when
+``tests/conftest.py`` provides it, else a tiny random Qwen2 (head_dim 64, as vLLM's CPU attention needs)
+with a tokenizer, two LoRA experts and one full fine-tune, built here in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+try:
+    import vllm  # noqa: F401
+except Exception as e:  # ImportError, or a vLLM build that cannot load here
+    pytest.skip(f"vLLM is not importable in this environment ({type(e).__name__}: {e})", allow_module_level=True)
+
+from dmo_search.backends.base import BackendError
+from dmo_search.backends.hf import HFBackend
+from dmo_search.backends.vllm import VLLMBackend, lora_rank_sum, resolve_mode
+from dmo_search.backends.vllm_ext import tensor_checksum
+from dmo_search.config import StudyConfig, load_config
+from dmo_search.objectives.base import aggregate
+from dmo_search.objectives.data import load_validation_set
+from dmo_search.objectives.metrics import exact_match
+
+pytestmark = pytest.mark.slow
+
+_CHAT = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _build_tiny_world(root: Path, seed: int = 0) -> Path:
+    """A tiny random world: base (head_dim 64) + tokenizer, LoRA r=4 and r=8, one full fine-tune."""
+    import yaml
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    rng = random.Random(seed)
+    data: dict[str, list[dict[str, Any]]] = {"add": [], "sort": []}
+    while len(data["add"]) < 40:
+        a, b = rng.randint(10, 99), rng.randint(1, 9)
+        data["add"].append({"prompt": f"{a}+{b}=", "answers": [str(a + b)]})
+        s = rng.sample("abcdefgh", 4)
+        data["sort"].append({"prompt": "sort: " + " ".join(s), "answers": [" ".join(sorted(s))]})
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    texts = [e["prompt"] + " " + e["answers"][0] for rows in data.values() for e in rows]
+    tok.train_from_iterator([*texts, *(["user assistant"] * 20)], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = _CHAT
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(  # type: ignore[call-arg]  # head_dim is a config kwarg the stubs do not list
+        vocab_size=len(fast),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    base = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():  # larger weights: peaked next-token distributions, few greedy near-ties
+        for p in base.parameters():
+            if p.dim() == 2:
+                p.mul_(3.0)
+    base.save_pretrained(root / "base")
+    fast.save_pretrained(root / "base")
+    experts: list[dict[str, str]] = []
+    for i, r in enumerate([4, 8]):
+        lcfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=_TARGETS, init_lora_weights=False, lora_dropout=0.0)
+        pm = get_peft_model(Qwen2ForCausalLM.from_pretrained(root / "base"), lcfg)
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "lora_B" in n:
+                    p.mul_(3.0)
+        pm.save_pretrained(str(root / f"lora{i}"))
+        experts.append({"name": f"lora{i}", "kind": "lora", "path": f"lora{i}"})
+    full = Qwen2ForCausalLM.from_pretrained(root / "base")
+    with torch.no_grad():
+        for p in full.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    full.save_pretrained(root / "full")
+    experts.append({"name": "full", "kind": "full", "path": "full"})
+    (root / "data").mkdir()
+    for d, rows in data.items():
+        (root / "data" / f"{d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    study = {
+        "study_name": "vllm-tiny",
+        "base_model": "base",
+        "experts": experts,
+        "objective": {
+            "type": "exact_match",
+            "validation": {d: f"data/{d}.jsonl" for d in data},
+            "subset_size": None,
+            "max_new_tokens": 8,
+        },
+    }
+    (root / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    return root / "study.yaml"
+
+
+def _with(cfg: StudyConfig, **backend: Any) -> StudyConfig:
+    data = json.loads(cfg.model_dump_json())
+    data["backend"] = {**data["backend"], **backend}
+    return StudyConfig.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def cfg(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> StudyConfig:
+    """The study config (float32) of the toy world, or of the tiny world built here."""
+    try:
+        path = Path(request.getfixturevalue("toy_world").config_path)
+    except pytest.FixtureLookupError:
+        path = _build_tiny_world(tmp_path_factory.mktemp("vllm-world"))
+    return _with(load_config(path), dtype="float32")
+
+
+def _lora_only(cfg: StudyConfig) -> StudyConfig | None:
+    """The same world with only its LoRA experts (served as one merged adapter); None if fewer than 2."""
+    data = json.loads(cfg.model_dump_json())
+    data["experts"] = [e for e in data["experts"] if e["kind"] == "lora"]
+    data["search"]["designs"] = []
+    return StudyConfig.model_validate(data) if len(data["experts"]) >= 2 else None
+
+
+@pytest.fixture(scope="module")
+def lora_cfg(cfg: StudyConfig) -> StudyConfig:
+    out = _lora_only(cfg)
+    if out is None:
+        pytest.skip("the world has fewer than 2 LoRA experts")
+    return out
+
+
+class _Engines:
+    """At most one live vLLM engine: asking for the other mode closes the current one."""
+
+    def __init__(self, cfg: StudyConfig, lora_cfg_: StudyConfig | None) -> None:
+        self.cfgs = {"dense": _with(cfg, name="vllm", mode="dense")}
+        if lora_cfg_ is not None:
+            self.cfgs["lora"] = _with(lora_cfg_, name="vllm", mode="lora")
+        self.live: VLLMBackend | None = None
+        self.starts: dict[str, float] = {}
+
+    def get(self, mode: str) -> VLLMBackend:
+        if self.live is not None and self.live.mode == mode:
+            return self.live
+        self.close()
+        t0 = time.perf_counter()
+        self.live = VLLMBackend(self.cfgs[mode])
+        self.starts[mode] = time.perf_counter() - t0
+        print(f"\n[vllm] {mode} engine started in {self.starts[mode]:.1f}s ({self.live.init_info})")
+        return self.live
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+
+
+@pytest.fixture(scope="module")
+def engines(cfg: StudyConfig) -> Iterator[_Engines]:
+    pool = _Engines(cfg, _lora_only(cfg))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def hf(cfg: StudyConfig) -> HFBackend:
+    return HFBackend(cfg)
+
+
+@pytest.fixture(scope="module")
+def examples(cfg: StudyConfig) -> dict[str, list[Any]]:
+    """Each domain's scored examples (the objective's fixed subset)."""
+    o = cfg.objective
+    return {d: list(load_validation_set(d, p, o.subset_size, o.subset_seed).examples) for d, p in o.validation.items()}
+
+
+@pytest.fixture(scope="module")
+def prompts(hf: HFBackend, examples: dict[str, list[Any]], cfg: StudyConfig) -> list[str]:
+    return [hf.format_prompt(e.prompt, chat=cfg.objective.chat_template) for ex in examples.values() for e in ex]
+
+
+@pytest.fixture(scope="module")
+def few(hf: HFBackend, examples: dict[str, list[Any]], cfg: StudyConfig) -> tuple[list[str], list[str]]:
+    """20 prompts per domain and their first answers, for the LoRA-path tests (LoRA decoding is slower)."""
+    chat = cfg.objective.chat_template
+    pairs = [(hf.format_prompt(e.prompt, chat=chat), e.answers[0]) for ex in examples.values() for e in ex[:20]]
+    return [p for p, _ in pairs], [a for _, a in pairs]
+
+
+def _mixtures(k: int) -> list[list[float]]:
+    """Centre, one vertex and two skewed interior points of the K-simplex."""
+    skew = [float(i + 1) for i in range(k)]
+    rev = skew[::-1]
+    return [
+        [1 / k] * k,
+        [1.0] + [0.0] * (k - 1),
+        [x / sum(skew) for x in skew],
+        [x**2 / sum(y**2 for y in rev) for x in rev],
+    ]
+
+
+def _lora_index(cfg: StudyConfig) -> list[int]:
+    return [i for i, e in enumerate(cfg.experts) if e.kind == "lora"]
+
+
+def _embed(cfg: StudyConfig, w_lora: list[float]) -> list[float]:
+    """A LoRA-only mixture as a mixture of all experts (zero weight on full fine-tunes)."""
+    out = [0.0] * cfg.n_domains
+    for i, x in zip(_lora_index(cfg), w_lora, strict=True):
+        out[i] = x
+    return out
+
+
+def _close(a: tuple[float, float], b: tuple[float, float], numel: int) -> bool:
+    """Checksums equal up to float32 rounding of the merge (thread counts change matmul rounding)."""
+    (s1, q1), (s2, q2) = a, b
+    return abs(q1 - q2) <= 1e-6 * max(q2, 1e-30) and abs(s1 - s2) <= 1e-6 * math.sqrt(numel * max(q2, 1e-30))
+
+
+# ------------------------------------------------------------------------------------------- dense
+
+
+def test_dense_swap_writes_the_transformers_merge_into_the_engine(
+    engines: _Engines, hf: HFBackend, cfg: StudyConfig
+) -> None:
+    vb = engines.get("dense")
+    assert vb.mode == "dense"
+    params = dict(hf.model.named_parameters())
+    names = [n for n in vb.weight_checksums() if n in params]
+    tied = bool(getattr(hf.model.config, "tie_word_embeddings", False))
+    if tied:
+        names.append("lm_head.weight")  # its CPU kernel packs a copy of the embedding: must follow swaps
+        params["lm_head.weight"] = hf.model.lm_head.weight
+    assert names, "the swap loads no tensor"
+    hf.restore_base()
+    vb.restore_base()
+    base = vb.weight_checksums(names)
+    for n in names:
+        assert base[n] == tensor_checksum(params[n]), f"{n}: engine differs from the base"
+    for w in _mixtures(cfg.n_domains):
+        hf.set_mixture(w)
+        vb.set_mixture(w)
+        got = vb.weight_checksums(names)
+        for n in names:
+            want = tensor_checksum(params[n])
+            assert _close(got[n], want, params[n].numel()), f"{n} at w={w}: engine {got[n]} != merge {want}"
+        moved = [n for n in names if not _close(base[n], got[n], params[n].numel())]
+        assert moved, f"w={w}: no tensor changed"
+    hf.restore_base()
+    vb.restore_base()
+    assert vb.weight_checksums(names) == base  # the base comes back bit for bit
+
+
+def test_hf_and_vllm_agree_on_greedy_answers_and_scores(
+    engines: _Engines, hf: HFBackend, cfg: StudyConfig, examples: dict[str, list[Any]], prompts: list[str]
+) -> None:
+    vb = engines.get("dense")
+    n_tok = cfg.objective.max_new_tokens
+    weights = cfg.objective.aggregation if isinstance(cfg.objective.aggregation, dict) else None
+    for w in _mixtures(cfg.n_domains):
+        hf.set_mixture(w)
+        vb.set_mixture(w)
+        a = hf.generate(prompts, max_new_tokens=n_tok, batch_size=cfg.objective.batch_size)
+        b = vb.generate(prompts, max_new_tokens=n_tok)
+        same = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+        scores = {}
+        start = 0
+        for d, ex in examples.items():
+            outs = (a[start : start + len(ex)], b[start : start + len(ex)])
+            start += len(ex)
+            scores[d] = [sum(exact_match(o, e.answers) for o, e in zip(out, ex, strict=True)) / len(ex) for out in outs]
+        agg_hf = aggregate({d: s[0] for d, s in scores.items()}, weights)
+        agg_vllm = aggregate({d: s[1] for d, s in scores.items()}, weights)
+        print(f"w={[round(x, 3) for x in w]}: same answers {same:.3f}, aggregate hf {agg_hf:.4f} vllm {agg_vllm:.4f}")
+        assert same >= 0.95, f"w={w}: only {same:.1%} identical greedy answers"
+        assert abs(agg_hf - agg_vllm) <= 0.02
+    # log-likelihoods: same numbers as the transformers forward (float32)
+    conts = [e.answers[0] for ex in examples.values() for e in ex][:16]
+    la = hf.loglikelihood(prompts[:16], conts, batch_size=16)
+    lb = vb.loglikelihood(prompts[:16], conts)
+    assert [n for _, n in la] == [n for _, n in lb]
+    assert max(abs(x - y) for (x, _), (y, _) in zip(la, lb, strict=True)) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def dense_reference(
+    engines: _Engines, lora_cfg: StudyConfig, cfg: StudyConfig, few: tuple[list[str], list[str]]
+) -> dict[str, Any]:
+    """Per-token log-probs and greedy answers of the dense merge, for the LoRA-only mixtures."""
+    vb = engines.get("dense")
+    prompts, conts = few
+    mixes = _mixtures(lora_cfg.n_domains)
+    ref: dict[str, Any] = {"mixes": mixes, "conts": conts, "logprobs": [], "answers": []}
+    for w in mixes:
+        vb.set_mixture(_embed(cfg, w))
+        ref["logprobs"].append(vb.token_logprobs(prompts, conts))
+        ref["answers"].append(vb.generate(prompts, max_new_tokens=cfg.objective.max_new_tokens))
+    return ref
+
+
+# -------------------------------------------------------------------------------------------- LoRA
+
+
+def test_lora_adapter_equals_the_dense_merge(
+    engines: _Engines,
+    dense_reference: dict[str, Any],
+    few: tuple[list[str], list[str]],
+    cfg: StudyConfig,
+    lora_cfg: StudyConfig,
+) -> None:
+    prompts = few[0]
+    vb = engines.get("lora")
+    assert vb.mode == "lora" and vb.lora is not None
+    assert vb.lora.rank == lora_rank_sum(lora_cfg.experts)  # one adapter of rank sum(r_i)
+    diffs: list[float] = []
+    for w, ref_lp, ref_ans in zip(
+        dense_reference["mixes"], dense_reference["logprobs"], dense_reference["answers"], strict=True
+    ):
+        vb.set_mixture(w)
+        got = vb.token_logprobs(prompts, dense_reference["conts"])
+        d = [abs(x - y) for g, r in zip(got, ref_lp, strict=True) for x, y in zip(g, r, strict=True)]
+        diffs += d
+        ans = vb.generate(prompts, max_new_tokens=cfg.objective.max_new_tokens)
+        same = sum(x == y for x, y in zip(ans, ref_ans, strict=True)) / len(ans)
+        print(
+            f"lora w={[round(x, 3) for x in w]}: |dlogprob| vs dense mean {sum(d) / len(d):.2e} max {max(d):.2e}, "
+            f"same answers {same:.3f}"
+        )
+        assert same >= 0.95
+    # float32: the adapter computes x W^T + (x A^T) B^T, the dense merge x (W + B A)^T. Rounding in a
+    # different order gives ~1e-6 per token on average, a few 1e-5 at worst for large log-probs.
+    mean = sum(diffs) / len(diffs)
+    assert mean <= 1e-5, f"LoRA-path log-probs differ from the dense merge by {mean:.2e} on average"
+    assert max(diffs) <= 1e-4, f"LoRA-path log-probs differ from the dense merge by up to {max(diffs):.2e}"
+    vb.restore_base()
+
+
+def test_q_candidates_in_one_generate_equal_one_by_one(
+    engines: _Engines, few: tuple[list[str], list[str]], lora_cfg: StudyConfig
+) -> None:
+    prompts = few[0]
+    vb = engines.get("lora")
+    mixes = _mixtures(lora_cfg.n_domains)
+    n_tok = lora_cfg.objective.max_new_tokens
+    one = []
+    for w in mixes:
+        vb.set_mixture(w)
+        one.append(vb.generate(prompts, max_new_tokens=n_tok))
+    vb.set_mixture(mixes[0])
+    many = vb.generate_many(mixes, prompts, max_new_tokens=n_tok)
+    assert many == one
+    assert vb.current == pytest.approx(mixes[0])  # the current mixture is untouched
+    assert len({tuple(o) for o in one}) > 1, "the mixtures should not all give the same answers"
+
+
+def test_engine_death_raises_backend_error_and_restart_recovers(
+    engines: _Engines, few: tuple[list[str], list[str]], lora_cfg: StudyConfig
+) -> None:
+    import psutil
+
+    prompts = few[0]
+    vb = engines.get("lora")
+    w = _mixtures(lora_cfg.n_domains)[2]
+    vb.set_mixture(w)
+    before = vb.generate(prompts[:8], max_new_tokens=lora_cfg.objective.max_new_tokens)
+    pids = vb.engine_core_pids()
+    assert pids, "no engine-core process to kill (is VLLM_ENABLE_V1_MULTIPROCESSING=0?)"
+    children = [c for pid in pids for c in psutil.Process(pid).children(recursive=True)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while vb.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with pytest.raises(BackendError, match="restart"):
+        vb.generate(prompts[:8], max_new_tokens=4)
+    with pytest.raises(BackendError, match="restart"):
+        vb.set_mixture(w)
+    with pytest.raises(BackendError):
+        vb.loglikelihood(prompts[:1], ["1"])
+    vb.restart()
+    assert vb.is_alive() and vb.current == pytest.approx(w)
+    assert vb.generate(prompts[:8], max_new_tokens=lora_cfg.objective.max_new_tokens) == before
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"the dead engine's workers are still running: {[p.pid for p in alive]}"
+
+
+def test_mode_resolution(cfg: StudyConfig, lora_cfg: StudyConfig) -> None:
+    assert resolve_mode(_with(cfg, mode="auto"), on_cpu=False) == "dense"  # a full fine-tune expert
+    assert resolve_mode(_with(lora_cfg, mode="auto"), on_cpu=False) == "lora"
+    assert resolve_mode(_with(lora_cfg, mode="auto"), on_cpu=True) == "dense"  # LoRA decoding is slower on CPU
+    assert resolve_mode(_with(lora_cfg, mode="dense"), on_cpu=False) == "dense"
+    with pytest.raises(BackendError, match="not a LoRA adapter"):
+        resolve_mode(_with(cfg, mode="lora"))

@@ -1,0 +1,343 @@
+"""SimplexGPSampler: proposals on the simplex, vertices and faces, determinism, pending and failed
+trials, storage reloads, directions, several objectives, batches and recommendations."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
+from optuna.trial import TrialState
+
+from dmo_search import simplex
+from dmo_search.sampler import WEIGHTS_SYSTEM_ATTR, SimplexGPSampler
+
+torch.set_num_threads(1)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+Objective = Callable[[list[float]], "float | Sequence[float]"]
+# A cheaper acquisition search for the tests about bookkeeping (pending, failures, storage).
+FAST = {"n_restarts": 4, "raw_samples": 128}
+
+
+def _quadratic(target: Sequence[float]) -> Callable[[list[float]], float]:
+    t = np.asarray(target)
+    return lambda w: float(-np.sum((np.asarray(w) - t) ** 2))
+
+
+def _run(
+    fn: Objective,
+    k: int,
+    n_trials: int,
+    *,
+    study: optuna.Study | None = None,
+    directions: Sequence[str] = ("maximize",),
+    **sampler_options: object,
+) -> tuple[optuna.Study, list[list[float]]]:
+    """Run ``n_trials`` trials of ``fn`` and return the study and every trial's decoded weights."""
+    if study is None:
+        sampler = SimplexGPSampler(k, **sampler_options)  # type: ignore[arg-type]
+        study = optuna.create_study(directions=list(directions), sampler=sampler)
+    names = simplex.param_names(k)
+
+    def objective(trial: optuna.Trial) -> float | Sequence[float]:
+        w = simplex.params_to_weights({n: trial.suggest_float(n, 0.0, 1.0) for n in names}, k)
+        return fn(w)
+
+    study.optimize(objective, n_trials=n_trials, catch=(RuntimeError,))
+    weights = [simplex.params_to_weights(t.params, k) for t in study.trials if t.params]
+    return study, weights
+
+
+def _assert_on_simplex(weights: Sequence[Sequence[float]], k: int) -> None:
+    for w in weights:
+        assert len(w) == k
+        assert min(w) >= 0.0, w
+        assert abs(sum(w) - 1.0) <= 1e-9, w
+
+
+def _add(study: optuna.Study, w: Sequence[float], value: float | Sequence[float]) -> None:
+    k = len(w)
+    values = [value] if isinstance(value, (int, float)) else list(value)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=simplex.weights_to_params(w), distributions=simplex.distributions(k), values=values
+        )
+    )
+
+
+def _ask_weights(study: optuna.Study, k: int) -> tuple[optuna.Trial, list[float]]:
+    trial = study.ask()
+    params = {n: trial.suggest_float(n, 0.0, 1.0) for n in simplex.param_names(k)}
+    return trial, simplex.params_to_weights(params, k)
+
+
+def test_proposals_are_on_the_simplex_and_distinct() -> None:
+    _, weights = _run(_quadratic([0.5, 0.3, 0.1, 0.1]), 4, 9, seed=0)
+    _assert_on_simplex(weights, 4)
+    assert weights[0] == simplex.centre(4)
+    gaps = [simplex.simplex_distance(a, b) for i, a in enumerate(weights) for b in weights[:i]]
+    assert min(gaps) > 1e-3
+
+
+def test_a_vertex_is_proposed_exactly_when_it_is_the_optimum() -> None:
+    study, weights = _run(lambda w: w[1], 3, 8, seed=0)
+    assert [0.0, 1.0, 0.0] in weights  # an exact vertex, not a point near it
+    assert study.sampler.recommend(study) == [0.0, 1.0, 0.0]  # type: ignore[attr-defined]
+
+
+def test_a_face_is_proposed_exactly_when_the_optimum_lies_on_it() -> None:
+    target = [0.65, 0.35, 0.0]
+    study, weights = _run(_quadratic(target), 3, 10, seed=0)
+    on_face = [w for w in weights if w[2] == 0.0 and min(w[:2]) > 0.05]
+    assert on_face, weights
+    rec = study.sampler.recommend(study)  # type: ignore[attr-defined]
+    assert simplex.simplex_distance(rec, target) < 0.1
+
+
+def test_same_seed_gives_the_same_proposals() -> None:
+    f = _quadratic([0.2, 0.5, 0.3])
+    _, a = _run(f, 3, 7, seed=3, **FAST)
+    _, b = _run(f, 3, 7, seed=3, **FAST)
+    _, c = _run(f, 3, 7, seed=4, **FAST)
+    assert a == b
+    assert a[5:] != c[5:]
+
+
+def test_running_trials_are_pending_and_not_proposed_again() -> None:
+    k = 3
+    f = _quadratic([0.5, 0.3, 0.2])
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0, **FAST))
+    for w in [simplex.centre(k), *simplex.vertices(k), [0.5, 0.25, 0.25]]:
+        _add(study, w, f(w))
+    first, w1 = _ask_weights(study, k)  # RUNNING, parameters written
+    second = study.ask()
+    second.relative_params  # noqa: B018 -- proposed, parameters not yet written
+    w2 = second._cached_frozen_trial.system_attrs.get(WEIGHTS_SYSTEM_ATTR)
+    assert w2 is None  # the frozen copy predates the proposal; read it from the storage
+    w2 = study._storage.get_trial(second._trial_id).system_attrs[WEIGHTS_SYSTEM_ATTR]
+    third, w3 = _ask_weights(study, k)
+    assert simplex.simplex_distance(w1, w2) > 0.03
+    assert simplex.simplex_distance(w1, w3) > 0.03
+    assert simplex.simplex_distance(w2, w3) > 0.03
+    # With nothing pending any more (failed trials are left out), the same data gives the first
+    # proposal back: the distances above come from the pending points, not from the seeds.
+    for trial in (first, second, third):
+        study.tell(trial, state=TrialState.FAIL)
+    _, w4 = _ask_weights(study, k)
+    assert simplex.simplex_distance(w1, w4) < 0.02
+
+
+def test_enqueued_trials_run_first_and_count_for_the_design() -> None:
+    k = 3
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0, **FAST))
+    designs = [simplex.centre(k), [0.5, 0.5, 0.0]]
+    for w in designs:
+        study.enqueue_trial(simplex.weights_to_params(w))
+    _, weights = _run(_quadratic([0.2, 0.2, 0.6]), k, 6, study=study)
+    np.testing.assert_allclose(weights[:2], designs, atol=1e-12)
+    assert all(simplex.simplex_distance(w, simplex.centre(k)) > 1e-3 for w in weights[2:])
+    _assert_on_simplex(weights, k)
+
+
+def test_failed_and_infinite_trials_do_not_break_the_model() -> None:
+    k = 3
+    calls = {"n": 0}
+
+    def flaky(w: list[float]) -> float:
+        calls["n"] += 1
+        if calls["n"] in (2, 6):
+            raise RuntimeError("merge failed")
+        if calls["n"] == 7:
+            return float("nan")
+        if calls["n"] == 8:
+            return -math.inf
+        return _quadratic([0.3, 0.3, 0.4])(w)
+
+    study, weights = _run(flaky, k, 12, seed=0, **FAST)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 3
+    assert states.count(TrialState.COMPLETE) == 9
+    _assert_on_simplex(weights, k)
+    rec = study.sampler.recommend(study)  # type: ignore[attr-defined]
+    assert simplex.simplex_distance(rec, [0.3, 0.3, 0.4]) < 0.15
+
+
+def test_minimisation_follows_the_study_direction() -> None:
+    target = [0.1, 0.6, 0.3]
+    study, _ = _run(lambda w: -_quadratic(target)(w), 3, 8, directions=["minimize"], seed=1, **FAST)
+    rec = study.sampler.recommend(study)  # type: ignore[attr-defined]
+    assert simplex.simplex_distance(rec, target) < 0.15  # maximising instead ends >= 0.5 away
+
+
+def test_reloaded_study_proposes_the_same_point_in_a_new_process(tmp_path: Path) -> None:
+    k = 3
+    db = tmp_path / "a.db"
+    study = optuna.create_study(
+        storage=f"sqlite:///{db}",
+        study_name="s",
+        direction="maximize",
+        sampler=SimplexGPSampler(k, seed=5, **FAST),
+    )
+    _run(_quadratic([0.6, 0.1, 0.3]), k, 6, study=study)
+    shutil.copy(db, tmp_path / "b.db")
+
+    here = optuna.load_study(study_name="s", storage=f"sqlite:///{db}", sampler=SimplexGPSampler(k, seed=5, **FAST))
+    _, expected = _ask_weights(here, k)
+
+    script = textwrap.dedent(
+        f"""
+        import json, optuna, torch
+        torch.set_num_threads(1)
+        from dmo_search import simplex
+        from dmo_search.sampler import SimplexGPSampler
+        study = optuna.load_study(study_name="s", storage="sqlite:///{tmp_path / "b.db"}",
+                                  sampler=SimplexGPSampler({k}, seed=5, **{FAST!r}))
+        trial = study.ask()
+        params = {{n: trial.suggest_float(n, 0.0, 1.0) for n in simplex.param_names({k})}}
+        print(json.dumps(simplex.params_to_weights(params, {k})))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    there = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(there, expected, rtol=0, atol=1e-9)
+
+
+def test_propose_batch_gives_distinct_mixtures_before_and_after_the_design() -> None:
+    k = 4
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0, **FAST))
+    sampler: SimplexGPSampler = study.sampler  # type: ignore[assignment]
+    first = sampler.propose_batch(study, 3)
+    f = _quadratic([0.4, 0.3, 0.2, 0.1])
+    for w in [simplex.centre(k), *simplex.vertices(k)]:
+        _add(study, w, f(w))
+    batch = sampler.propose_batch(study, 3)
+    for ws in (first, batch):
+        assert len(ws) == 3
+        _assert_on_simplex(ws, k)
+        assert min(simplex.simplex_distance(a, b) for i, a in enumerate(ws) for b in ws[:i]) > 0.02
+    assert sampler.propose_batch(study, 3) == batch  # nothing changed in the storage
+    with pytest.raises(ValueError, match="q must be >= 1"):
+        sampler.propose_batch(study, 0)
+
+
+def test_recommend_maximises_the_posterior_mean_not_a_lucky_observation() -> None:
+    k = 2
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0))
+    rng = np.random.default_rng(0)
+    for x in np.linspace(0.0, 1.0, 21):
+        w = [float(x), float(1 - x)]
+        _add(study, w, -((x - 0.4) ** 2) + 0.02 * float(rng.normal()))
+    _add(study, [0.95, 0.05], 0.2)  # a lucky observation far from the optimum
+    rec = study.sampler.recommend(study)  # type: ignore[attr-defined]
+    assert study.best_trial.params == simplex.weights_to_params([0.95, 0.05])
+    assert abs(rec[0] - 0.4) < 0.1
+
+
+def test_recommend_on_a_flat_objective_returns_an_observed_mixture() -> None:
+    k = 3
+    study = optuna.create_study(sampler=SimplexGPSampler(k, seed=0, **FAST))
+    for _ in range(5):
+        _add(study, [0.2, 0.3, 0.5], 1.0)
+    rec = study.sampler.recommend(study)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(rec, [0.2, 0.3, 0.5], atol=1e-12)
+    _assert_on_simplex(study.sampler.propose_batch(study, 2), k)  # type: ignore[attr-defined]
+
+
+def test_recommend_before_the_gp_returns_the_best_observed_mixture() -> None:
+    k = 3
+    study = optuna.create_study(direction="minimize", sampler=SimplexGPSampler(k, seed=0))
+    with pytest.raises(ValueError, match="no trial of the study is complete"):
+        study.sampler.recommend(study)  # type: ignore[attr-defined]
+    _add(study, [0.2, 0.3, 0.5], 2.0)
+    _add(study, [0.6, 0.2, 0.2], 1.0)
+    rec = study.sampler.recommend(study)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(rec, [0.6, 0.2, 0.2], atol=1e-12)
+
+
+def _spy_acquisition(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the class name of every acquisition function the sampler builds."""
+    used: list[str] = []
+    original = SimplexGPSampler._acquisition
+
+    def spy(self: SimplexGPSampler, *args: object, **kwargs: object) -> object:
+        acqf = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        used.append(type(acqf).__name__)
+        return acqf
+
+    monkeypatch.setattr(SimplexGPSampler, "_acquisition", spy)
+    return used
+
+
+def test_two_objectives_use_the_hypervolume(monkeypatch: pytest.MonkeyPatch) -> None:
+    used = _spy_acquisition(monkeypatch)
+    # Per-domain scores: each domain's score grows with its own weight.
+    study, weights = _run(
+        lambda w: [math.sqrt(w[0]), math.sqrt(w[1] + 0.5 * w[2])],
+        3,
+        6,
+        directions=["maximize", "maximize"],
+        seed=0,
+        **FAST,
+    )
+    _assert_on_simplex(weights, 3)
+    assert used == ["qLogNoisyExpectedHypervolumeImprovement"] * 2
+    _assert_on_simplex([study.sampler.recommend(study)], 3)  # type: ignore[attr-defined]
+
+
+def test_many_objectives_use_parego(monkeypatch: pytest.MonkeyPatch) -> None:
+    used = _spy_acquisition(monkeypatch)
+    k = 5
+    sampler = SimplexGPSampler(k, seed=0, n_startup_trials=3, **FAST)
+    study = optuna.create_study(directions=["maximize"] * k, sampler=sampler)
+    for w in np.random.default_rng(0).dirichlet(np.ones(k), 4):
+        _add(study, w.tolist(), np.sqrt(w).tolist())
+    _assert_on_simplex(sampler.propose_batch(study, 1), k)
+    assert used == ["qLogNParEGO"]
+
+
+def test_paper_initial_design_runs_in_order() -> None:
+    study = optuna.create_study(sampler=SimplexGPSampler(3, initial_design="paper"))
+    sampler: SimplexGPSampler = study.sampler  # type: ignore[assignment]
+    assert sampler.n_startup_trials == 21
+    assert sampler.propose_batch(study, 21) == simplex.paper_design(3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_domains": 1}, "at least 2 domains"),
+        ({"n_domains": 3, "initial_design": "sobol"}, "unknown initial_design"),
+        ({"n_domains": 5, "initial_design": "paper"}, "2, 3 and 4 domains"),
+        ({"n_domains": 3, "initial_design": [[0.5, 0.6, 0.0]]}, "sum to 1"),
+        ({"n_domains": 3, "n_startup_trials": 0}, "n_startup_trials must be >= 1"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SimplexGPSampler(**kwargs)  # type: ignore[arg-type]
+
+
+class TestOptunaSamplerSuite(BasicSamplerTestCase, MultiObjectiveSamplerTestCase):
+    """Optuna's own checks for any sampler (parameters outside the mixture are sampled at random)."""
+
+    @pytest.fixture
+    def sampler(self) -> Callable[[], optuna.samplers.BaseSampler]:
+        return lambda: SimplexGPSampler(3, seed=0)
