@@ -131,9 +131,10 @@ def main() -> None:
     ap.add_argument("--toy", default="studies/toy-world", help="toy world folder (dmo-search toy build)")
     ap.add_argument("--candidates", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true", help="only the toy model")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2, the CI machine's cores)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="merge_swap_") as tmp:
         work = Path(tmp)

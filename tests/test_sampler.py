@@ -341,3 +341,16 @@ class TestOptunaSamplerSuite(BasicSamplerTestCase, MultiObjectiveSamplerTestCase
     @pytest.fixture
     def sampler(self) -> Callable[[], optuna.samplers.BaseSampler]:
         return lambda: SimplexGPSampler(3, seed=0)
+
+
+def test_the_factory_passes_the_options() -> None:
+    from dmo_search.sampling import make_sampler
+
+    sampler = make_sampler("gp-simplex", 4, seed=2, n_startup_trials=7, initial_design="vertices")
+    assert isinstance(sampler, SimplexGPSampler)
+    assert sampler.n_startup_trials == 7
+    study = optuna.create_study(sampler=sampler)
+    assert sampler.propose_batch(study, 5) == [simplex.centre(4), *simplex.vertices(4)]
+    tpe = make_sampler("tpe", 4, n_startup_trials=3)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert tpe._n_startup_trials == 3
