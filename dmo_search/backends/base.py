@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "BackendError"]
+__all__ = ["Backend", "BackendError", "chat_prompt"]
 
 
 class BackendError(RuntimeError):
     """The engine failed (died, ran out of memory, refused the weights)."""
+
+
+def chat_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> str:
+    """``prompt`` as one user turn through the tokenizer's chat template (with the generation
+    prompt) when ``chat``; unchanged otherwise.
+
+    Raises:
+        BackendError: ``chat`` is set but the tokenizer has no chat template.
+    """
+    if not chat:
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackendError(
+            "objective.chat_template is true but the base tokenizer has no chat template; "
+            "set objective.chat_template: false or add a template to the tokenizer"
+        )
+    text: str = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+    return text
 
 
 @runtime_checkable

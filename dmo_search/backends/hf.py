@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dmo_search.backends.base import BackendError
+from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, load_expert_set
 from dmo_search.merge import InPlaceMerger
 
@@ -84,17 +84,7 @@ class HFBackend:
 
     def format_prompt(self, prompt: str, *, chat: bool) -> str:
         """Apply the tokenizer's chat template (one user turn, generation prompt) when ``chat``."""
-        if not chat:
-            return prompt
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise BackendError(
-                "objective.chat_template is true but the base tokenizer has no chat template; "
-                "set objective.chat_template: false or add a template to the tokenizer"
-            )
-        text: str = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-        return text
+        return chat_prompt(self.tokenizer, prompt, chat=chat)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:

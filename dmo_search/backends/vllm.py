@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from dmo_search import simplex
-from dmo_search.backends.base import BackendError
+from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded
 
@@ -443,17 +443,7 @@ class VLLMBackend:
     # ---------------------------------------------------------------------------------- scoring
     def format_prompt(self, prompt: str, *, chat: bool) -> str:
         """Apply the tokenizer's chat template (one user turn, generation prompt) when ``chat``."""
-        if not chat:
-            return prompt
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise BackendError(
-                "objective.chat_template is true but the base tokenizer has no chat template; "
-                "set objective.chat_template: false or add a template to the tokenizer"
-            )
-        text: str = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-        return text
+        return chat_prompt(self.tokenizer, prompt, chat=chat)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         ids: list[list[int]] = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
