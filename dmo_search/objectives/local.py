@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from dmo_search.objectives.base import ObjectiveError, ObjectiveResult, aggregate, bootstrap_se
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
 __all__ = ["ExactMatchObjective", "LoglikObjective"]
 
 
-class _LocalObjective:
+class _LocalObjective(ABC):
+    """Shared loading, subsetting and aggregation; subclasses score one domain's examples."""
+
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
         self.sets: dict[str, ValidationSet] = {
@@ -27,8 +30,9 @@ class _LocalObjective:
     def record(self) -> dict[str, object]:
         return {"type": self.cfg.type, "subsets": {d: s.record() for d, s in self.sets.items()}}
 
+    @abstractmethod
     def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
-        raise NotImplementedError
+        """One score per example of ``vs`` for the model the backend serves."""
 
     def evaluate(self, backend: Backend) -> ObjectiveResult:
         per_example: dict[str, list[float]] = {}
