@@ -304,13 +304,56 @@ def recommended_weights(study: optuna.Study, cfg: StudyConfig) -> list[float] | 
     return sampler.recommend(study)
 
 
+def _fail_heartbeatless(study: optuna.Study, storage: Any, *, older_than: float) -> None:
+    """Fail RUNNING trials that never recorded a heartbeat and started over ``older_than`` s ago.
+
+    Optuna only reaps trials whose heartbeat row is old; a process killed between creating a trial and
+    its first heartbeat leaves a trial with no row, which would stay RUNNING forever. A live worker
+    records its first heartbeat as the trial starts, so such a trial's process is gone.
+    """
+    from datetime import datetime, timedelta
+
+    from optuna.storages._rdb import models
+
+    if not isinstance(storage, RDBStorage):
+        return
+    now = datetime.now()
+    old = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start is not None and now - t.datetime_start > timedelta(seconds=older_than)
+    ]
+    if not old:
+        return
+    session = storage.scoped_session()
+    try:
+        ids = [t._trial_id for t in old]
+        with_heartbeat = {
+            tid
+            for (tid,) in session.query(models.TrialHeartbeatModel.trial_id).filter(
+                models.TrialHeartbeatModel.trial_id.in_(ids)
+            )
+        }
+    finally:
+        session.close()
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for t in old:
+        if t._trial_id in with_heartbeat:
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL) and callback is not None:
+                callback(study, storage.get_trial(t._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another process settled it
+
+
 def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[str], None] = _log.warning) -> int:
     """Fail trials left RUNNING by a process that died, waiting for their heartbeats to expire.
 
     A trial is failed only once its heartbeat is older than the grace period, so trials of live
     workers are never touched. Returns how many trials were failed.
     """
-    storage = study._storage
+    storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps RDBStorage in a cache
     grace = getattr(storage, "grace_period", None) or GRACE_PERIOD
     interval = getattr(storage, "heartbeat_interval", None) or HEARTBEAT_INTERVAL
 
@@ -336,6 +379,7 @@ def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[
         while running() and time.monotonic() < deadline:
             time.sleep(1.0)
             reap()
+        _fail_heartbeatless(study, storage, older_than=grace + interval)
     failed = before - {t.number for t in running()}
     if failed:
         say(f"marked trial(s) {sorted(failed)} FAILED (their process stopped); their mixtures are retried")
