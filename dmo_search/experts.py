@@ -234,12 +234,12 @@ def _check_lora_shapes(model: torch.nn.Module, cfg: ExpertConfig, base_path: Pat
 
 
 def _load_full(base: dict[str, torch.Tensor], cfg: ExpertConfig, base_path: Path) -> Expert:
-    from transformers import AutoModelForCausalLM
+    from dmo_search.models import load_model
 
     if not (cfg.path / "config.json").is_file():
         hint = " (it looks like a LoRA adapter: set kind: lora)" if (cfg.path / "adapter_config.json").is_file() else ""
         raise ExpertError(f"expert {cfg.name!r}: {cfg.path} has no config.json, so it is not a checkpoint{hint}")
-    model = AutoModelForCausalLM.from_pretrained(str(cfg.path), dtype=torch.float32)
+    model = load_model(cfg.path)
     theirs = _state_dict_fp32(model)
     missing = sorted(set(base) - set(theirs))
     extra = sorted(set(theirs) - set(base))

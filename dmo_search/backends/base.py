@@ -12,13 +12,18 @@ class BackendError(RuntimeError):
     """The engine failed (died, ran out of memory, refused the weights)."""
 
 
-def chat_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> str:
+def chat_prompt(tokenizer: Any, prompt: str, *, chat: bool, n_images: int = 0) -> str:
     """``prompt`` as one user turn through the tokenizer's chat template (with the generation
-    prompt) when ``chat``; unchanged otherwise.
+    prompt) when ``chat``; unchanged otherwise. With ``n_images`` the turn starts with that many image
+    parts, which the template turns into the model's image placeholder tokens.
 
     Raises:
-        BackendError: ``chat`` is set but the tokenizer has no chat template.
+        BackendError: ``chat`` is set but the tokenizer has no chat template, or images without ``chat``.
     """
+    if n_images and not chat:
+        raise BackendError(
+            "prompts with images need objective.chat_template: true (the chat template places the image tokens)"
+        )
     if not chat:
         return prompt
     if not getattr(tokenizer, "chat_template", None):
@@ -26,8 +31,11 @@ def chat_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> str:
             "objective.chat_template is true but the base tokenizer has no chat template; "
             "set objective.chat_template: false or add a template to the tokenizer"
         )
+    content: Any = prompt
+    if n_images:
+        content = [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": prompt}]
     text: str = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
     )
     return text
 
@@ -51,12 +59,23 @@ class Backend(Protocol):
         """Make the engine serve the base model ``theta_0`` again."""
         ...
 
-    def format_prompt(self, prompt: str, *, chat: bool) -> str:
-        """The text fed to the model: ``prompt`` through the tokenizer's chat template if ``chat``."""
+    def format_prompt(self, prompt: str, *, chat: bool, n_images: int = 0) -> str:
+        """The text fed to the model: ``prompt`` through the tokenizer's chat template if ``chat``,
+        with ``n_images`` image placeholders (vision-language models)."""
         ...
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
-        """Greedy completions of already formatted prompts (special tokens removed, stripped)."""
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[str]:
+        """Greedy completions of already formatted prompts (special tokens removed, stripped).
+
+        ``images[i]`` are the PIL images of prompt ``i`` (as many as its placeholders), for
+        vision-language models."""
         ...
 
     def loglikelihood(

@@ -16,6 +16,8 @@ import torch
 from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, load_expert_set
 from dmo_search.merge import InPlaceMerger
+from dmo_search.merge_methods import MergeMethod
+from dmo_search.models import is_vision_language
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
@@ -46,11 +48,15 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, cfg: StudyConfig) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from dmo_search.models import load_model
 
         base = Path(cfg.base_model)
         if not (base / "config.json").is_file():
             raise ExpertError(f"base_model {base} has no config.json; point base_model at a checkpoint folder")
+        self.base = base
+        self.processor: Any = None
         self.device = resolve_device(cfg.backend.device)
         self.dtype = _DTYPES[cfg.backend.dtype]
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(base))
@@ -59,8 +65,7 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # Experts are read against a float32 copy on the CPU so the deltas are exact; the live model
         # then holds the configured dtype on the configured device.
-        model: Any = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-        model.eval()
+        model: Any = load_model(base)
         self.experts = load_expert_set(model, base, cfg.experts)
         self.expert_names = self.experts.names
         self.model: Any = model.to(device=self.device, dtype=self.dtype)
@@ -72,6 +77,7 @@ class HFBackend:
             self.experts,
             exclude_lora=cfg.merge.exclude_lora,
             exclude_full=cfg.merge.exclude_full,
+            method=MergeMethod.from_config(cfg.merge),
         )
 
     def set_mixture(self, weights: Sequence[float]) -> None:
@@ -82,19 +88,47 @@ class HFBackend:
         """Restore the base weights bit for bit."""
         self.merger.restore()
 
-    def format_prompt(self, prompt: str, *, chat: bool) -> str:
+    def format_prompt(self, prompt: str, *, chat: bool, n_images: int = 0) -> str:
         """Apply the tokenizer's chat template (one user turn, generation prompt) when ``chat``."""
-        return chat_prompt(self.tokenizer, prompt, chat=chat)
+        return chat_prompt(self.tokenizer, prompt, chat=chat, n_images=n_images)
+
+    def _processor(self) -> Any:
+        """The checkpoint's multimodal processor (image preprocessing), loaded on first use."""
+        if self.processor is None:
+            from transformers import AutoProcessor
+
+            if not is_vision_language(self.base):
+                raise BackendError(f"images were given but {self.base} is not a vision-language model")
+            self.processor = AutoProcessor.from_pretrained(str(self.base))
+            self.processor.tokenizer.padding_side = "left"
+        return self.processor
+
+    def _encode(self, texts: list[str], images: list[Sequence[Any]] | None) -> dict[str, Any]:
+        if images is None or not any(images):
+            return dict(self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False))
+        flat = [im for ims in images for im in ims]
+        enc = self._processor()(text=texts, images=flat, return_tensors="pt", padding=True, add_special_tokens=False)
+        return dict(enc)
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
-        """Batched greedy decoding; prompts are sorted by length to pad little."""
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[str]:
+        """Batched greedy decoding; prompts are sorted by length to pad little. ``images[i]``: the
+        images of prompt ``i`` (vision-language models)."""
+        if images is not None and len(images) != len(prompts):
+            raise ValueError(f"{len(images)} image lists for {len(prompts)} prompts")
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         tok = self.tokenizer
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self._encode([prompts[i] for i in idx], None if images is None else [images[i] for i in idx])
             enc = {k: v.to(self.device) for k, v in enc.items()}
             gen = self.model.generate(
                 **enc,

@@ -54,6 +54,7 @@ from dmo_search import simplex
 from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded
+from dmo_search.models import is_vision_language
 
 if TYPE_CHECKING:
     from dmo_search.config import ExpertConfig, StudyConfig
@@ -106,8 +107,13 @@ def resolve_mode(cfg: StudyConfig, *, on_cpu: bool | None = None) -> Literal["de
         on_cpu: whether vLLM runs on the CPU; default: ask vLLM's platform.
 
     Raises:
-        BackendError: ``mode: lora`` with a full fine-tune expert or a rank sum above 512.
+        BackendError: ``mode: lora`` with a full fine-tune expert, a rank sum above 512, or a merge
+            method other than ``linear`` (the rank concatenation is the linear merge only).
     """
+    if cfg.merge.method != "linear":
+        if cfg.backend.mode == "lora":
+            raise BackendError(_LORA_LINEAR_ONLY.format(method=cfg.merge.method))
+        return "dense"
     total = lora_rank_sum(cfg.experts)
     fits = total is not None and total <= SUPPORTED_LORA_RANKS[-1]
     if cfg.backend.mode == "auto":
@@ -118,6 +124,12 @@ def resolve_mode(cfg: StudyConfig, *, on_cpu: bool | None = None) -> Literal["de
         why = "an expert is not a LoRA adapter" if total is None else f"the ranks sum to {total} > 512"
         raise BackendError(f"backend.mode is 'lora' but {why}; use backend.mode: dense (or auto)")
     return cfg.backend.mode
+
+
+_LORA_LINEAR_ONLY = (
+    "backend.mode is 'lora' but merge.method is {method!r}: the LoRA rank concatenation serves only the "
+    "linear merge; use backend.mode: dense (or auto) for other merge methods"
+)
 
 
 def _max_lora_rank(total: int) -> int:
@@ -147,9 +159,11 @@ class LoRAMerge:
     """
 
     def __init__(self, cfg: StudyConfig) -> None:
-        from transformers import AutoModelForCausalLM
+        from dmo_search.models import load_model
 
-        model: Any = AutoModelForCausalLM.from_pretrained(str(cfg.base_model), dtype=torch.float32)
+        if cfg.merge.method != "linear":
+            raise BackendError(_LORA_LINEAR_ONLY.format(method=cfg.merge.method))
+        model: Any = load_model(cfg.base_model)
         experts = load_expert_set(model, cfg.base_model, cfg.experts)
         del model
         self.base_model = str(cfg.base_model)
@@ -257,6 +271,7 @@ class VLLMBackend:
         self.enforce_eager = enforce_eager
         self.seed = seed
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(base))
+        self.vision = is_vision_language(base)
         self.lora: LoRAMerge | None = LoRAMerge(cfg) if self.mode == "lora" else None
         self._tmp = Path(tempfile.mkdtemp(prefix="dmo-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         self._next_lora_id = 1
@@ -312,7 +327,9 @@ class VLLMBackend:
             raise BackendError(f"vLLM could not start on {self.cfg.base_model}: {type(e).__name__}: {e}") from e
         if self.mode == "dense":
             experts_json = json.dumps([e.model_dump(mode="json") for e in self.cfg.experts])
-            args = (str(self.cfg.base_model), experts_json, self.cfg.merge.exclude_lora, self.cfg.merge.exclude_full)
+            merge = self.cfg.merge
+            method_json = json.dumps({"name": merge.method, "params": merge.params, "seed": merge.seed})
+            args = (str(self.cfg.base_model), experts_json, merge.exclude_lora, merge.exclude_full, method_json)
             try:
                 self.init_info = self._call(
                     "init_merge", lambda: self.llm.collective_rpc("dmo_init_merge", args=args)[0]
@@ -395,6 +412,13 @@ class VLLMBackend:
         if self.is_alive():  # cleanup only: a dead engine has forgotten its adapters anyway
             self._call("remove_lora", lambda: self.llm.llm_engine.remove_lora(req.lora_int_id))
 
+    def _reset_caches(self, what: str) -> None:
+        """After a swap nothing computed with the old weights may be reused: the prefix (KV) cache and,
+        for vision-language models, the encoder cache (image embeddings) are reset."""
+        self._call(what, lambda: self.llm.reset_prefix_cache())
+        if self.vision:
+            self._call(what, lambda: self.llm.llm_engine.reset_encoder_cache())
+
     def set_mixture(self, weights: Sequence[float]) -> None:
         """Serve theta(w): swap the weights in place (dense) or switch to a new merged adapter (lora)."""
         w = simplex.check_weights(weights, len(self.expert_names))
@@ -402,7 +426,7 @@ class VLLMBackend:
         t0 = time.perf_counter()
         if self.mode == "dense":
             res = self._call("set_mixture", lambda: self.llm.collective_rpc("dmo_apply", args=(w,))[0])
-            self._call("set_mixture", lambda: self.llm.reset_prefix_cache())
+            self._reset_caches("set_mixture")
             self.last_swap = dict(res)
         else:
             old, self._lora_req = self._lora_req, self._new_lora(w)
@@ -416,11 +440,19 @@ class VLLMBackend:
         self._ensure_alive("restore_base")
         if self.mode == "dense":
             self._call("restore_base", lambda: self.llm.collective_rpc("dmo_restore")[0])
-            self._call("restore_base", lambda: self.llm.reset_prefix_cache())
+            self._reset_caches("restore_base")
         else:
             old, self._lora_req = self._lora_req, None
             self._drop_lora(old)
         self.current = None
+
+    def planned_names(self) -> list[str]:
+        """Checkpoint names of the tensors each dense swap loads into the engine (merged ones and the
+        other parts of their fused layers); empty in ``lora`` mode."""
+        if self.mode != "dense":
+            return []
+        names: list[str] = self._call("planned_names", lambda: self.llm.collective_rpc("dmo_planned_names")[0])
+        return names
 
     def weight_checksums(self, names: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
         """(sum, sum of squares) of the engine's operative weights (dense mode), per checkpoint tensor.
@@ -430,20 +462,16 @@ class VLLMBackend:
         """
         if self.mode != "dense":
             raise BackendError("weight_checksums needs backend.mode: dense (lora mode never changes the weights)")
-        todo = (
-            list(names)
-            if names is not None
-            else self._call("weight_checksums", lambda: self.llm.collective_rpc("dmo_planned_names")[0])
-        )
+        todo = list(names) if names is not None else self.planned_names()
         raw: dict[str, Sequence[float]] = self._call(
             "weight_checksums", lambda: self.llm.collective_rpc("dmo_checksums", args=(todo,))[0]
         )
         return {k: (float(v[0]), float(v[1])) for k, v in raw.items()}  # the RPC turns tuples into lists
 
     # ---------------------------------------------------------------------------------- scoring
-    def format_prompt(self, prompt: str, *, chat: bool) -> str:
+    def format_prompt(self, prompt: str, *, chat: bool, n_images: int = 0) -> str:
         """Apply the tokenizer's chat template (one user turn, generation prompt) when ``chat``."""
-        return chat_prompt(self.tokenizer, prompt, chat=chat)
+        return chat_prompt(self.tokenizer, prompt, chat=chat, n_images=n_images)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         ids: list[list[int]] = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -464,16 +492,30 @@ class VLLMBackend:
         texts = self.tokenizer.batch_decode([list(o.outputs[0].token_ids) for o in outs], skip_special_tokens=True)
         return [t.strip() for t in texts]
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 0) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int = 0,
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[str]:
         """Greedy completions (temperature 0) of formatted prompts; special tokens removed, stripped.
 
-        ``batch_size`` is accepted for the interface and ignored: vLLM batches by itself.
+        ``images[i]`` are the PIL images of prompt ``i`` (vision-language models; vLLM's processor
+        expands each placeholder). ``batch_size`` is accepted for the interface and ignored: vLLM
+        batches by itself.
         """
         if not prompts:
             return []
+        if images is not None and len(images) != len(prompts):
+            raise ValueError(f"{len(images)} image lists for {len(prompts)} prompts")
         from vllm.inputs import TokensPrompt
 
-        reqs = [TokensPrompt(prompt_token_ids=ids) for ids in self._encode(prompts)]
+        reqs: list[Any] = [TokensPrompt(prompt_token_ids=ids) for ids in self._encode(prompts)]
+        for i, ims in enumerate(images or []):
+            if ims:  # text prompt: vLLM tokenizes it and expands the image placeholders
+                reqs[i] = {"prompt": prompts[i], "multi_modal_data": {"image": ims[0] if len(ims) == 1 else list(ims)}}
         outs = self._run("generate", reqs, self._greedy(max_new_tokens), self._lora_req)
         return self._decode(outs)
 

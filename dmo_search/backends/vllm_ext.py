@@ -89,18 +89,32 @@ class MergeWorkerExtension:
 
     def _dmo_packed_leaves(self) -> dict[str, tuple[str, int]]:
         """Checkpoint leaf module -> (fused vLLM module, index of its part), e.g. k_proj -> (qkv_proj, 1)."""
-        packed: dict[str, list[str]] = dict(getattr(self._dmo_model(), "packed_modules_mapping", {}) or {})
+        packed: dict[str, list[str]] = {}
+        for m in self._dmo_model().modules():  # a VLM keeps the mapping on its language model
+            packed.update(getattr(m, "packed_modules_mapping", None) or {})
         return {leaf: (fused, i) for fused, leaves in packed.items() for i, leaf in enumerate(leaves)}
+
+    def _dmo_engine_name(self, hf_name: str) -> str:
+        """The vLLM module path of checkpoint module ``hf_name``: the prefix renames of the model's
+        ``hf_to_vllm_mapper``, applied in order as vLLM does (Qwen2-VL: ``model.language_model.x`` ->
+        ``language_model.model.x``). Fused layers are resolved by :meth:`_dmo_packed_leaves`."""
+        mapper = getattr(self._dmo_model(), "hf_to_vllm_mapper", None)
+        prefixes: dict[str, str | None] = getattr(mapper, "orig_to_new_prefix", None) or {}
+        name = hf_name + "."
+        for old, new in prefixes.items():
+            if new is not None and name.startswith(old):
+                name = new + name[len(old) :]
+        return name[:-1]
 
     def _dmo_engine_module(self, hf_module: str) -> tuple[torch.nn.Module, int | None]:
         """The vLLM module that holds checkpoint module ``hf_module``, and the part index if fused."""
         model = self._dmo_model()
-        parent, _, leaf = hf_module.rpartition(".")
+        parent, _, leaf = self._dmo_engine_name(hf_module).rpartition(".")
         fused = self._dmo_packed_leaves().get(leaf)
         if fused is not None:
             name = f"{parent}.{fused[0]}" if parent else fused[0]
             return model.get_submodule(name), fused[1]
-        return model.get_submodule(hf_module), None
+        return model.get_submodule(f"{parent}.{leaf}" if parent else leaf), None
 
     def _dmo_needs_reload(self) -> bool:
         """True when vLLM repacked linear weights for its CPU kernels (``weight`` emptied)."""
@@ -154,6 +168,7 @@ class MergeWorkerExtension:
         experts_json: str,
         exclude_lora: Sequence[str],
         exclude_full: Sequence[str],
+        method_json: str | None = None,
     ) -> dict[str, Any]:
         """Load the float32 base and the experts once and plan the merge.
 
@@ -162,24 +177,25 @@ class MergeWorkerExtension:
             experts_json: the experts' configs, a JSON list of ``ExpertConfig`` dicts in weight order.
             exclude_lora: parameter name patterns kept at base values for LoRA experts.
             exclude_full: parameter name patterns kept at base values for full fine-tunes.
+            method_json: the merge method (:meth:`~dmo_search.merge_methods.MergeMethod.to_json`); default linear.
 
         Returns:
             ``{"n_tensors": tensors sent per swap, "n_merged": merged tensors, "nbytes": bytes held,
             "path": "reload_weights" or "load_weights", "seconds": load time}``.
         """
-        from transformers import AutoModelForCausalLM
-
         from dmo_search.config import ExpertConfig
         from dmo_search.experts import load_expert_set
         from dmo_search.merge import InPlaceMerger
+        from dmo_search.merge_methods import MergeMethod
+        from dmo_search.models import load_model
 
         t0 = time.perf_counter()
         cfgs = [ExpertConfig.model_validate(e) for e in json.loads(experts_json)]
         base = Path(base_path)
-        model: Any = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-        model.eval()
+        model: Any = load_model(base)
         experts = load_expert_set(model, base, cfgs)
-        merger = InPlaceMerger(model, experts, exclude_lora=exclude_lora, exclude_full=exclude_full)
+        method = MergeMethod.from_json(method_json) if method_json else None
+        merger = InPlaceMerger(model, experts, exclude_lora=exclude_lora, exclude_full=exclude_full, method=method)
         # Every tensor of every engine layer the merge touches: a fused layer is loaded whole.
         touched = {id(self._dmo_engine_module(e.name.rpartition(".")[0])[0]) for e in merger.entries}
         send: list[tuple[str, torch.Tensor]] = []
