@@ -1,12 +1,19 @@
-"""Linear merging of experts into a live model, in place.
+"""Merging experts into a live model, in place.
 
-    theta(w) = theta_0 + sum_i w_i (theta_i - theta_0)
+    theta(w) = theta_0 + sum_i w_i (theta_i - theta_0)          (merge.method: linear, the default)
 
 :class:`InPlaceMerger` plans once which parameters any expert touches (after the per-kind
 exclusions), keeps a bit-exact copy of their base values, and per candidate accumulates each
 parameter in float32 (LoRA deltas as ``addmm`` of their factors, never stored dense) before writing
 it into the model's existing storage with ``copy_``. :meth:`InPlaceMerger.restore` puts the base back
 bit for bit.
+
+With another :class:`~dmo_search.merge_methods.MergeMethod` (TIES, DARE, TSV, ISO, WUDI) each
+parameter is merged by that method, one parameter at a time: the task vectors that touch it are made
+dense (a LoRA delta as ``scale * B @ A``, transient), handed to the method with their weights, and
+``theta_0 + delta`` is written in float32. Every method is per parameter in the paper's code, so no
+global pass is needed; peak extra memory is the T dense task vectors of the largest parameter plus the
+method's scratch (see :mod:`dmo_search.merge_methods` for the time each method costs).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 
 from dmo_search import simplex
 from dmo_search.experts import Delta, ExpertSet, LowRankDelta
+from dmo_search.merge_methods import MergeMethod
 
 __all__ = ["InPlaceMerger", "MergeEntry", "is_excluded", "merged_state"]
 
@@ -35,6 +43,8 @@ class MergeEntry:
     param: torch.Tensor
     base: torch.Tensor
     terms: list[tuple[int, Delta]]
+    # Every expert's term, fused or not, for the non-linear methods.
+    all_terms: list[tuple[int, Delta]] = field(default_factory=list)
     # LoRA terms fused into one product: sum_i w_i s_i B_i A_i = [w_1 s_1 B_1 | ...] @ [A_1; ...]
     lowrank_idx: list[int] = field(default_factory=list)
     a_cat: torch.Tensor | None = None
@@ -43,6 +53,7 @@ class MergeEntry:
 
     def fuse(self) -> None:
         """Stack the LoRA factors once so each candidate costs a single matmul per parameter."""
+        self.all_terms = list(self.terms)
         lr = [(i, d) for i, d in self.terms if isinstance(d, LowRankDelta) and not d.transpose]
         if len(lr) < 2:
             return
@@ -74,6 +85,7 @@ class InPlaceMerger:
         experts: the experts, validated against ``model`` (:func:`~dmo_search.experts.load_expert_set`).
         exclude_lora: name patterns kept at base values for LoRA experts.
         exclude_full: name patterns kept at base values for full fine-tune experts.
+        method: the merge method; default linear (:class:`~dmo_search.merge_methods.MergeMethod`).
     """
 
     def __init__(
@@ -83,8 +95,10 @@ class InPlaceMerger:
         *,
         exclude_lora: Sequence[str] = (),
         exclude_full: Sequence[str] = (),
+        method: MergeMethod | None = None,
     ) -> None:
         self.experts = experts
+        self.method = method or MergeMethod()
         params = dict(model.named_parameters())
         entries: dict[str, MergeEntry] = {}
         self.excluded: set[str] = set()
@@ -121,6 +135,13 @@ class InPlaceMerger:
     def apply(self, weights: Sequence[float]) -> None:
         """Write ``theta(w)`` into the model (each parameter accumulated in float32)."""
         w = simplex.check_weights(weights, self.n_domains)
+        if not self.method.is_linear:
+            for entry in self.entries:
+                acc = self._acc(entry)
+                acc.add_(_method_delta(self.method, entry.name, entry.base, entry.all_terms, w))
+                entry.param.copy_(acc)
+            self.current = w
+            return
         for entry in self.entries:
             acc = self._acc(entry)
             entry.add_lowrank(acc, w)
@@ -142,6 +163,17 @@ class InPlaceMerger:
         return sum(e.base.nbytes for e in self.entries) + sum(x.nbytes() for x in self.experts.experts)
 
 
+def _method_delta(
+    method: MergeMethod, name: str, base: torch.Tensor, terms: Sequence[tuple[int, Delta]], w: Sequence[float]
+) -> torch.Tensor:
+    """One parameter's merged delta under ``method``: its experts' dense task vectors (fp32), weighted."""
+    present = [(i, d) for i, d in terms if w[i] != 0.0]
+    if not present:
+        return torch.zeros(base.shape, dtype=torch.float32, device=base.device)
+    taus = [d.dense().to(device=base.device, dtype=torch.float32) for _, d in present]
+    return method.merge(base, taus, [w[i] for i, _ in present], key=name, ids=[i for i, _ in present])
+
+
 def merged_state(
     base: dict[str, torch.Tensor],
     experts: ExpertSet,
@@ -150,9 +182,22 @@ def merged_state(
     exclude_lora: Sequence[str] = (),
     exclude_full: Sequence[str] = (),
     dtype: torch.dtype = torch.float32,
+    method: MergeMethod | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Out-of-place reference: ``theta(w)`` as a new state dict computed in ``dtype``."""
+    """Out-of-place reference: ``theta(w)`` as a new state dict computed in ``dtype`` (float32 for a
+    non-linear ``method``)."""
     w = simplex.check_weights(weights, len(experts))
+    if method is not None and not method.is_linear:
+        terms: dict[str, list[tuple[int, Delta]]] = {}
+        for i, expert in enumerate(experts.experts):
+            patterns = exclude_lora if expert.kind == "lora" else exclude_full
+            for name, delta in expert.deltas.items():
+                if not is_excluded(name, patterns):
+                    terms.setdefault(name, []).append((i, delta))
+        merged = {k: v.to(torch.float32).clone() for k, v in base.items()}
+        for name, ts in terms.items():
+            merged[name] += _method_delta(method, name, merged[name], ts, w)
+        return merged
     out = {k: v.to(dtype).clone() for k, v in base.items()}
     for i, expert in enumerate(experts.experts):
         patterns = exclude_lora if expert.kind == "lora" else exclude_full

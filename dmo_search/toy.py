@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import random
 import string
 import time
@@ -29,6 +28,8 @@ from typing import Any
 
 import torch
 import yaml
+
+from dmo_search.promote.train import train_loop
 
 __all__ = [
     "DOMAINS",
@@ -191,59 +192,8 @@ def _encode(tokenizer: Any, examples: Sequence[Example]) -> list[tuple[list[int]
     return out
 
 
-def _batch(rows: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, n_prompt) in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        labels[i, n_prompt : len(row)] = torch.tensor(row[n_prompt:])
-        mask[i, : len(row)] = 1
-    return ids, mask, labels
-
-
-def _train(
-    model: torch.nn.Module,
-    rows: Sequence[tuple[list[int], int]],
-    *,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    pad_id: int,
-    seed: int,
-) -> float:
-    """AdamW with warmup + cosine decay on answer tokens only; returns the last loss."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 10)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    rng = random.Random(seed)
-    order: list[int] = []
-    model.train()
-    loss_value = float("nan")
-    for _ in range(steps):
-        if len(order) < batch_size:
-            more = list(range(len(rows)))
-            rng.shuffle(more)
-            order.extend(more)
-        idx, order = order[:batch_size], order[batch_size:]
-        ids, mask, labels = _batch([rows[i] for i in idx], pad_id)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        loss_value = float(loss.detach())
-    model.eval()
-    return loss_value
+# The training loop is shared with promoted mixture SFT runs (dmo_search.promote.train).
+_train = train_loop
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -375,6 +325,21 @@ def toy_config(
         },
         "search": {"sampler": "gp-simplex", "n_trials": 20, "seed": 0, "designs": ["centre"]},
         "backend": {"name": "hf", "dtype": "float32"},
+        # `dmo-search promote`: mixture SFT with the LoRA experts' recipe (rank, alpha, lr, steps, batch)
+        "promotion": {
+            "train_data": {d: rel("data", "train", f"{d}.jsonl") for d in names},
+            "mode": "exact",
+            "n_examples": _Recipe().n_train,
+            "seed": 0,
+            "recipe": {
+                "rank": 16,
+                "alpha": 32,
+                "lr": _Recipe().lora_lr,
+                "steps": max(_Recipe().expert_steps.values()),
+                "batch_size": _Recipe().batch_size,
+            },
+            "min_distance": 0.1,
+        },
     }
 
 

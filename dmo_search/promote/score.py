@@ -1,0 +1,72 @@
+"""Scoring promoted models the way the study scored its proxies: the study's objective (same fixed
+validation subsets) on the study's backend.
+
+A trained checkpoint is served by the study's own backend started with the checkpoint as its base
+model and no mixture applied (the backend serves ``theta_0``, here the SFT model), so generation,
+prompt formatting and metrics are the very code that scored the merged proxies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dmo_search.config import StudyConfig
+    from dmo_search.objectives import Objective, ObjectiveResult
+
+__all__ = ["Score", "score_mixtures", "score_model", "scoring_config"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """An aggregate value, its bootstrap SE, per-domain scores and the scoring wall time."""
+
+    value: float
+    value_se: float
+    scores: dict[str, float]
+    eval_seconds: float
+
+    @classmethod
+    def of(cls, result: ObjectiveResult, seconds: float) -> Score:
+        """From an objective's result."""
+        return cls(result.value, result.value_se, dict(result.scores), seconds)
+
+
+def scoring_config(cfg: StudyConfig, model_dir: Path) -> StudyConfig:
+    """``cfg`` with ``model_dir`` as its base model (the backend then serves that checkpoint)."""
+    return cfg.model_copy(update={"base_model": Path(model_dir).resolve()})
+
+
+def score_model(cfg: StudyConfig, model_dir: Path, objective: Objective) -> Score:
+    """Score the checkpoint at ``model_dir`` with ``objective`` on the study's backend."""
+    from dmo_search.backends import make_backend
+
+    backend = make_backend(scoring_config(cfg, model_dir))
+    try:
+        t0 = time.perf_counter()
+        result = objective.evaluate(backend)
+        return Score.of(result, time.perf_counter() - t0)
+    finally:
+        backend.close()
+
+
+def score_mixtures(cfg: StudyConfig, weights: Sequence[Sequence[float]], objective: Objective) -> list[Score]:
+    """Proxy scores of mixtures: each merged in place on one backend and scored (as a trial is)."""
+    from dmo_search.backends import make_backend
+    from dmo_search.study import evaluate_mixture
+
+    if not weights:
+        return []
+    backend = make_backend(cfg)
+    try:
+        out = []
+        for w in weights:
+            result, _merge_s, eval_s = evaluate_mixture(backend, objective, w)
+            out.append(Score.of(result, eval_s))
+        return out
+    finally:
+        backend.close()

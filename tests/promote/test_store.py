@@ -1,0 +1,68 @@
+"""The dmo_promotions table: round trip, schema version, Optuna still reads the DB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from dmo_search.promote.store import (
+    SCHEMA_VERSION,
+    PromotionStore,
+    SchemaVersionError,
+    load_promotions,
+    schema_version,
+)
+
+
+def test_round_trip_and_optuna_still_loads(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.enqueue_trial({"x": 0.5})
+    assert load_promotions(url, "s") == []  # no table yet: nothing, and nothing created
+    assert schema_version(url) is None
+
+    store = PromotionStore(url, "s")
+    rec = store.add("k1", "top", {"a": 0.7, "b": 0.3}, trial_number=4, train_spec={"mode": "exact"})
+    assert rec.status == "planned" and rec.weights == {"a": 0.7, "b": 0.3} and rec.trial_number == 4
+    assert store.add("k1", "calibration", {"a": 0.0, "b": 1.0}).role == "top"  # existing key kept as is
+    store.update("k1", proxy_value=0.5, proxy_scores={"a": 0.4, "b": 0.6}, data_counts={"a": 7, "b": 3})
+    store.update("k1", status="done", sft_value=0.55, sft_scores={"a": 0.5, "b": 0.6}, train_seconds=1.5)
+    store.add("k2", "calibration", {"a": 0.0, "b": 1.0})
+    other = PromotionStore(url, "other")
+    other.add("k1", "ingested", {"a": 1.0, "b": 0.0})
+    with pytest.raises(KeyError):
+        store.update("nope", status="done")
+    with pytest.raises(ValueError, match="unknown promotion fields"):
+        store.update("k1", colour="red")
+    store.close()
+    other.close()
+
+    recs = load_promotions(url, "s")
+    assert [r.run_key for r in recs] == ["k1", "k2"]
+    r = recs[0]
+    assert (r.role, r.status, r.proxy_value, r.sft_value, r.train_seconds) == ("top", "done", 0.5, 0.55, 1.5)
+    assert r.sft_scores == {"a": 0.5, "b": 0.6} and r.data_counts == {"a": 7, "b": 3}
+    assert r.train_spec == {"mode": "exact"} and r.eval_seconds is None
+    assert r.to_dict()["created_at"] is not None
+    assert [x.role for x in load_promotions(url, "other")] == ["ingested"]
+    assert schema_version(url) == SCHEMA_VERSION
+
+    loaded = optuna.load_study(study_name="s", storage=url)
+    assert len(loaded.trials) == 1
+    assert optuna.study.get_all_study_names(url) == ["s"]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    PromotionStore(url, "s").close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dmo_schema_version SET version = :v"), {"v": SCHEMA_VERSION + 1})
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade dmo-search"):
+        load_promotions(url, "s")
+    with pytest.raises(SchemaVersionError):
+        PromotionStore(url, "s")

@@ -1,0 +1,41 @@
+"""Scoring mixtures under another merge method on the toy world (transformers backend)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from dmo_search.config import ConfigError, StudyConfig, load_config, parse_config
+from dmo_search.proxies import config_with_method, score_with_method
+
+
+@pytest.fixture(scope="module")
+def cfg(toy_world: Any) -> StudyConfig:
+    data = json.loads(load_config(toy_world.config_path).to_json())
+    data["objective"]["subset_size"] = 6
+    return parse_config(data)
+
+
+def test_config_with_method(cfg: StudyConfig) -> None:
+    m = config_with_method(cfg, "dare_ties", {"drop_rate": 0.1}, seed=3)
+    assert (m.merge.method, m.merge.params, m.merge.seed) == ("dare_ties", {"drop_rate": 0.1}, 3)
+    assert m.merge.exclude_lora == cfg.merge.exclude_lora and m.objective == cfg.objective
+    assert config_with_method(m, "linear").merge.params == {}
+    with pytest.raises(ConfigError, match=r"not parameters of method 'tsv'.*scope"):
+        config_with_method(cfg, "tsv", {"mask_rate": 0.5})
+    lora = parse_config({**json.loads(cfg.to_json()), "backend": {"name": "vllm", "mode": "lora"}})
+    assert config_with_method(lora, "ties").backend.mode == "auto"
+    assert config_with_method(lora, "linear").backend.mode == "lora"
+
+
+def test_score_with_method_scores_each_mixture(cfg: StudyConfig) -> None:
+    mixtures = [[0.6, 0.2, 0.2], [0.2, 0.2, 0.6]]
+    lin = score_with_method(cfg, "linear", mixtures)
+    tsv = score_with_method(cfg, "tsv", mixtures)
+    assert len(lin) == len(tsv) == 2
+    for r in lin + tsv:
+        assert set(r.scores) == {"add", "count", "sort"} and all(n == 6 for n in r.n_examples.values())
+        assert 0.0 <= r.value <= 1.0
+    assert score_with_method(cfg, "linear", mixtures[:1])[0] == lin[0]  # deterministic
