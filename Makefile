@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml $(VLLM_REQS)
 	  $(BIN)/pip install -q --no-deps $(VLLM) && $(BIN)/pip install -q -r $(VLLM_REQS); \
 	elif [ -n "$(VLLM)" ]; then $(BIN)/pip install -q $(VLLM); fi
 	$(BIN)/pip install -q -e ".[dev]"
+	# lmms-eval's metric code (no dependencies, outside sys.path): tests/test_objectives_metrics.py checks
+	# dmo_search/objectives/metrics.py against it.
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/lmms-eval-ref lmms-eval==0.7.3 loguru==0.7.3 tenacity==9.2.1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,10 +38,13 @@ $(TOY)/toy.yaml: | $(STAMP)
 
 toy: $(TOY)/toy.yaml
 
-# The main job on the embedded default: build the toy world, run a study, print the best mixture.
+# The main job on the embedded default: build the toy world, run a study, print the best mixture, then train
+# real mixture-SFT models for 3 top + 2 calibration mixtures and report the proxy-vs-SFT rank correlation.
 demo: $(TOY)/toy.yaml
 	$(BIN)/dmo-search launch configs/toy.yaml
 	$(BIN)/dmo-search status toy
+	$(BIN)/dmo-search promote toy --top 3 --calibration 2
+	$(BIN)/dmo-search report toy --plot studies/toy/proxy_vs_sft.png
 
 # PostgreSQL and headless Chromium for the tests (Debian packages; only what is missing is installed).
 sysdeps:

@@ -465,7 +465,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--gp-design", default="space-filling", help="gp-simplex's initial_design")
     parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    parser.add_argument("--latency-only", action="store_true", help="measure the latency only, no runs")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="print the tables from --json files of earlier (partial) benchmarks"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        runs, latency = _read_json(args.report)
+        _print_report(runs, latency)
+        return 0
 
     import torch
 
@@ -480,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs: list[Run] = []
     t_start = time.perf_counter()
-    for k in ks:
+    for k in [] if args.latency_only else ks:
         cps = CHECKPOINTS[k]
         n_gp = cps[-1]
         step = 1 if k <= 3 else 2 if k <= 4 else 3
@@ -521,14 +529,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                     latency[(name, k)] = proposal_latency(name, k)
                     print(f"latency {name} K={k}: {latency[(name, k)]:.2f}s", file=sys.stderr, flush=True)
 
+    if args.json:
+        _write_json(args.json, runs, latency)
+    _print_report(runs, latency)
+    return 0
+
+
+def _print_report(runs: list[Run], latency: dict[tuple[str, int], float]) -> None:
     lines: list[str] = []
     goals = print_tables(runs, latency, lines.append)
     print("\n".join(lines))
     print("\n## Goals (gp-simplex)")
     print("\n".join(goals))
-    if args.json:
-        _write_json(args.json, runs, latency)
-    return 0
+
+
+def _read_json(paths: Sequence[Path]) -> tuple[list[Run], dict[tuple[str, int], float]]:
+    runs: list[Run] = []
+    latency: dict[tuple[str, int], float] = {}
+    for path in paths:
+        record = json.loads(path.read_text())
+        for r in record["runs"]:
+            r["regret"] = {int(n): v for n, v in r["regret"].items()}
+            runs.append(Run(**r))
+        for key, value in record["latency"].items():
+            name, k = key.rsplit(" K=", 1)
+            latency[(name, int(k))] = value
+    return runs, latency
 
 
 if __name__ == "__main__":

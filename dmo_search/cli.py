@@ -137,24 +137,30 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
 def _run(args: argparse.Namespace, resume: bool) -> int:
     from dmo_search.backends import make_backend
     from dmo_search.objectives import make_objective
-    from dmo_search.study import load_study, prepare_study, reap_stale_trials, run_study
+    from dmo_search.study import prepare_study, reap_stale_trials, run_study
 
     if resume:
-        study, cfg = load_study(args.study, args.storage)
-        if args.n_trials is not None or args.backend is not None:
-            from dmo_search.config import apply_overrides
+        from dmo_search.worker import join_study
 
-            cfg = apply_overrides(cfg, n_trials=args.n_trials, backend=args.backend)
+        study, cfg = join_study(
+            args.study, args.storage, n_trials=args.n_trials, backend=args.backend, force=args.force
+        )
+        reap_stale_trials(study, say=_log.warning)
     else:
         cfg = _load_cfg(args)
-        study = prepare_study(cfg, force=args.force)
     _log.info(f"study {cfg.study_name!r} in {cfg.storage_url()}")
-    reap_stale_trials(study, say=_log.warning)
-    _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
     _quiet_hf()
     objective = make_objective(cfg.objective)
+    if not resume and args.no_run:  # create the study for `dmo-search worker` processes, run nothing
+        study = prepare_study(cfg, force=args.force)
+        _emit(_summary(study, cfg), args.json, f"study {cfg.study_name!r} ready in {cfg.storage_url()}; start workers")
+        return 0
+    _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
     backend = make_backend(cfg)
     try:
+        if not resume:  # only now, with data and models valid: a bad input leaves no study behind
+            study = prepare_study(cfg, force=args.force)
+            reap_stale_trials(study, say=_log.warning)
         run_study(study, cfg, backend, objective, n_trials=cfg.search.n_trials, progress=not args.quiet)
     finally:
         backend.close()
@@ -171,6 +177,29 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a study from its DB after a crash or to add trials."""
     return _run(args, resume=True)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join a study from its DB and run its trials until the study's budget is complete (any number at once)."""
+    from dmo_search.worker import run_worker
+
+    _quiet_hf()
+    data = run_worker(
+        args.study,
+        args.storage,
+        n_trials=args.n_trials,
+        backend=args.backend,
+        force=args.force,
+        progress=not args.quiet,
+        say=_log.info,
+    )
+    human = (
+        f"worker {data['worker']}: completed {data['completed_by_this_worker']}, "
+        f"failed {data['failed_by_this_worker']}; "
+        f"study {data['study_name']} has {data['study_complete']}/{data['n_trials_target']} completed trials"
+    )
+    _emit(data, args.json, human)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -281,6 +310,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard and the mixture views of every study in a DB (read-only) until Ctrl-C."""
+    from dmo_search.dashboard.server import serve_dashboard
+
+    serve_dashboard(
+        args.storage_url,
+        host=args.host,
+        port=args.port,
+        allow_public=args.allow_public,
+        allow_writes=args.allow_writes,
+    )
+    return 0
+
+
 def cmd_toy_build(args: argparse.Namespace) -> int:
     """Build the toy world (tokenizer, base, experts, data, config) offline."""
     from dmo_search.toy import build_toy_world
@@ -296,6 +339,76 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
     _emit(
         data, args.json, f"toy world built in {world.build_seconds:.0f}s at {world.root}\nconfig: {world.config_path}"
     )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Train real mixture-SFT models for a study's top and calibration mixtures and score them the same way
+    (`promote ingest STUDY --weights ... --model PATH` records a model trained elsewhere)."""
+    from dmo_search.promote.render import promotions_text
+    from dmo_search.promote.run import ingest_model, promote
+    from dmo_search.study import load_study
+
+    _quiet_hf()
+    ingest = args.study == "ingest"
+    name = args.ingest_study if ingest else args.study
+    if name is None:
+        raise ValueError("`promote ingest` needs the study: dmo-search promote ingest STUDY --weights ... --model PATH")
+    if not ingest and (args.weights or args.model or args.ingest_study):
+        raise ValueError(
+            "--weights/--model are for `dmo-search promote ingest STUDY`; for a promotion use --top/--calibration"
+        )
+    study, cfg = load_study(name, args.storage)
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if ingest:
+        if not args.weights or not args.model:
+            raise ValueError("`promote ingest` needs --weights w1,...,wK and --model PATH (a checkpoint or adapter)")
+        weights = _parse_weights(args.weights, cfg.expert_names)
+        rec = ingest_model(study, cfg, weights, Path(args.model), output_dir=out_dir, say=_log.info)
+        _emit(rec.to_dict(), args.json, promotions_text([rec]))
+        return 0
+    promotion = cfg.promotion
+    if args.config:
+        from dmo_search.config import load_config
+
+        promotion = load_config(args.config).promotion
+    if promotion is None:
+        raise ValueError(
+            f"study {name!r} has no promotion: section; pass --config YAML holding one (see README: Promotion)"
+        )
+    recs = promote(study, cfg, promotion, top=args.top, calibration=args.calibration, output_dir=out_dir, say=_log.info)
+    _emit([r.to_dict() for r in recs], args.json, promotions_text(recs))
+    failed = [r for r in recs if r.status != "done"]
+    if failed:
+        _log.warning(f"{len(failed)} run(s) did not finish; run the same command again to retry them")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Proxy-vs-SFT rank correlation of a study's promotions (Spearman, Kendall, bootstrap CIs), top-1 regret,
+    the recommended mixture, and optionally a scatter PNG and an HTML report."""
+    from dmo_search.promote.render import report_text
+    from dmo_search.promote.stats import compute_report
+    from dmo_search.promote.store import load_promotions
+    from dmo_search.study import load_study, recommended_weights
+
+    study, cfg = load_study(args.study, args.storage)
+    url = cfg.storage_url()
+    recs = load_promotions(url, study.study_name)
+    rec_w = recommended_weights(study, cfg)
+    recommended = None if rec_w is None else dict(zip(cfg.expert_names, rec_w, strict=True))
+    rep = compute_report(recs, study_name=study.study_name, recommended=recommended, n_boot=args.n_boot)
+    if args.plot:
+        from dmo_search.promote.plot import write_scatter
+
+        write_scatter(recs, Path(args.plot), title=f"{study.study_name}: proxy vs SFT")
+        _log.info(f"wrote {args.plot}")
+    if args.html:
+        from dmo_search.dashboard.html_report import write_html_report
+
+        write_html_report(url, study.study_name, Path(args.html))
+        _log.info(f"wrote {args.html}")
+    _emit(rep.to_dict(), args.json, report_text(rep))
     return 0
 
 
@@ -331,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="study YAML, e.g. configs/toy.yaml")
     _add_overrides(p)
     p.add_argument("--force", action="store_true", help="continue a stored study even if its setup differs")
+    p.add_argument("--no-run", action="store_true", help="only create (or check) the study; `worker`s run it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("resume", cmd_resume, "continue STUDY from its DB")
@@ -338,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument("--n-trials", type=int, help="new total of completed trials")
     p.add_argument("--backend", choices=["hf", "vllm"], help="override backend.name")
+    p.add_argument("--force", action="store_true", help="continue even if the model files changed since launch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("worker", cmd_worker, "join STUDY and run trials until its budget is complete")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help="study DB URL, e.g. postgresql+psycopg://user:pw@host:5432/db")
+    p.add_argument("--n-trials", type=int, help="new total of completed trials for the study (stored)")
+    p.add_argument("--backend", choices=["hf", "vllm"], help="override backend.name for this worker")
+    p.add_argument("--force", action="store_true", help="run even if the model files changed since launch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     for name, fn, help_ in (
@@ -359,6 +482,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     p.add_argument("--weights", help="w1,...,wK with a CONFIG source")
     _add_overrides(p)
+
+    p = add("dashboard", cmd_dashboard, "serve optuna-dashboard + mixture views of a study DB", json_flag=False)
+    p.add_argument("storage_url", help="study DB URL, e.g. sqlite:///studies/toy/study.db")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--allow-public", action="store_true", help="allow a non-loopback --host (no authentication!)")
+    p.add_argument(
+        "--allow-writes", action="store_true", help="let optuna-dashboard save notes, change trials (default read-only)"
+    )
+
+    p = add("promote", cmd_promote, "train and score real mixture-SFT models of STUDY's best mixtures")
+    p.add_argument("study", help="study name, or 'ingest' followed by the study name")
+    p.add_argument("ingest_study", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
+    p.add_argument("--top", type=int, default=3, help="best candidates to promote (default 3)")
+    p.add_argument("--calibration", type=int, default=2, help="calibration mixtures spread out (default 2)")
+    p.add_argument("--config", help="YAML whose promotion: section to use (default: the study's stored config)")
+    p.add_argument("--output-dir", help="where runs write data and models (default promotion.output_dir)")
+    p.add_argument("--weights", help="ingest: the mixture the model was trained on, w1,...,wK or name=w,...")
+    p.add_argument("--model", help="ingest: the trained checkpoint or peft adapter folder")
+
+    p = add("report", cmd_report, "proxy-vs-SFT rank correlation, regret and recommended mixture of STUDY")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
+    p.add_argument("--plot", metavar="FILE.png", help="write the proxy-vs-SFT scatter plot")
+    p.add_argument("--html", metavar="FILE.html", help="write the study's self-contained HTML report")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
 
     toy = sub.add_parser("toy", help="the embedded toy world")
     toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")

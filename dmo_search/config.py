@@ -7,17 +7,20 @@ stored in the study DB means the same thing from any working directory.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dmo_search import simplex
+from dmo_search.merge_params import MergeMethodName, ParamValue, resolve_params
+from dmo_search.promote.config import PromotionConfig
 from dmo_search.sampling import SamplerName
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "BackendConfig",
     "ConfigError",
     "ExpertConfig",
+    "LMEvalTaskConfig",
     "MergeConfig",
     "ObjectiveConfig",
     "SearchConfig",
@@ -75,11 +79,46 @@ class ExpertConfig(_Frozen):
         return v
 
 
-class ObjectiveConfig(_Frozen):
-    """What a candidate is scored on: local JSONL validation sets, one per domain."""
+_TASK_TYPES = ("lm_eval", "lmms_eval")
 
-    type: Literal["exact_match", "loglik"] = "exact_match"
-    validation: dict[str, Path] = Field(description="domain -> JSONL file of {prompt, answers}")
+
+class LMEvalTaskConfig(_Frozen):
+    """One lm-eval task of an ``lm_eval`` objective: its name, result key and normalisation."""
+
+    name: str = Field(description="the lm-eval task name (built in, or from objective.include_path)")
+    metric: str | list[str] | None = Field(
+        default=None,
+        description="result key, e.g. 'acc,none'; a list is summed (MME: cognition + perception); default the first",
+    )
+    scale: float = Field(default=1.0, gt=0, description="the score is value / scale and must lie in [0, 1]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class ObjectiveConfig(_Frozen):
+    """What a candidate is scored on: local JSONL validation sets (one per domain) or lm-eval tasks."""
+
+    type: Literal["exact_match", "loglik", "lm_eval", "lmms_eval"] = "exact_match"
+    validation: dict[str, Path] = Field(
+        default_factory=dict, description="domain -> JSONL file of {prompt, answers} (exact_match, loglik)"
+    )
+    # None, not []: configs stored by earlier versions have no such key, and the study compares configs.
+    tasks: list[LMEvalTaskConfig] | None = Field(default=None, description="lm_eval: the tasks, names or mappings")
+    include_path: Path | None = Field(default=None, description="lm_eval: a folder of extra task YAMLs")
+    metric: (
+        Literal["exact_match", "exact_match_hf", "vqa_accuracy", "anls", "relaxed_accuracy", "choice_letter"] | None
+    ) = Field(default=None, description="exact_match type: how an answer is scored; null = exact_match")
+    num_fewshot: int | None = Field(default=None, ge=0, description="lm_eval: override the tasks' few-shot count")
+    fidelities: list[int] | None = Field(
+        default=None,
+        description="[n_small, ..., n_full]: score on nested subsets of these sizes and prune hopeless candidates",
+    )
+    prune_z: float | None = Field(
+        default=None, ge=0, description="fidelities: standard errors of benefit of the doubt before pruning; null = 2"
+    )
     subset_size: int | None = Field(default=100, ge=1, description="examples per domain; null = all")
     subset_seed: int = 0
     aggregation: Literal["mean"] | dict[str, float] = Field(
@@ -89,22 +128,47 @@ class ObjectiveConfig(_Frozen):
     max_new_tokens: int = Field(default=32, ge=1)
     batch_size: int = Field(default=64, ge=1)
 
-    @field_validator("validation")
-    @classmethod
-    def _non_empty(cls, v: dict[str, Path]) -> dict[str, Path]:
-        if not v:
-            raise ValueError("objective.validation is empty; map each domain to a JSONL file")
-        return v
+    @property
+    def domains(self) -> list[str]:
+        """What is scored and aggregated: the validation domains, or the lm-eval task names."""
+        return [t.name for t in self.tasks or []] if self.type in _TASK_TYPES else list(self.validation)
+
+    @model_validator(mode="after")
+    def _sources_match_type(self) -> ObjectiveConfig:
+        if self.type in _TASK_TYPES:
+            if not self.tasks:
+                raise ValueError(f"objective.type is {self.type} but objective.tasks is empty; list task names")
+            if self.validation:
+                raise ValueError(f"objective.validation is for exact_match/loglik; {self.type} scores objective.tasks")
+            names = self.domains
+            if len(set(names)) != len(names):
+                raise ValueError(f"objective.tasks repeat a task: {names}; list each task once")
+        else:
+            if not self.validation:
+                raise ValueError("objective.validation is empty; map each domain to a JSONL file")
+            if self.tasks or self.include_path is not None or self.num_fewshot is not None:
+                raise ValueError("objective.tasks/include_path/num_fewshot need objective.type: lm_eval or lmms_eval")
+        if self.metric not in (None, "exact_match") and self.type != "exact_match":
+            raise ValueError("objective.metric scores generated answers: it needs objective.type: exact_match")
+        if self.fidelities is not None:
+            f = self.fidelities
+            if len(f) < 2 or any(x < 1 for x in f) or any(f[i + 1] <= f[i] for i in range(len(f) - 1)):
+                raise ValueError(f"objective.fidelities must be >= 2 increasing positive sizes, got {f}")
+            if self.subset_size is not None and f[-1] != self.subset_size:
+                raise ValueError(
+                    f"objective.fidelities must end at objective.subset_size ({self.subset_size}), got {f}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _aggregation_matches(self) -> ObjectiveConfig:
         if isinstance(self.aggregation, dict):
-            extra = sorted(set(self.aggregation) - set(self.validation))
-            missing = sorted(set(self.validation) - set(self.aggregation))
+            extra = sorted(set(self.aggregation) - set(self.domains))
+            missing = sorted(set(self.domains) - set(self.aggregation))
             if extra or missing:
                 raise ValueError(
-                    f"aggregation weights must name exactly the validation domains "
-                    f"{sorted(self.validation)}; unknown {extra}, missing {missing}"
+                    f"aggregation weights must name exactly the scored domains "
+                    f"{sorted(self.domains)}; unknown {extra}, missing {missing}"
                 )
             if any(x < 0 for x in self.aggregation.values()) or sum(self.aggregation.values()) <= 0:
                 raise ValueError("aggregation weights must be >= 0 with a positive sum")
@@ -176,10 +240,24 @@ class WorkerConfig(_Frozen):
 
 
 class MergeConfig(_Frozen):
-    """Which parameters stay at base values (substring match), per expert kind."""
+    """How theta(w) is built: the merge method and which parameters stay at base values (substring
+    match), per expert kind. Unset exclusions take the base model family's defaults (``families.py``)."""
 
     exclude_lora: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_LORA))
     exclude_full: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_FULL))
+    method: MergeMethodName = Field(
+        default="linear",
+        description="linear (the paper's), ties, dare_linear, dare_ties, tsv, iso, wudi, wudi2 (README: Merge methods)",
+    )
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict, description="the method's hyper-parameters; unset ones take the paper code's defaults"
+    )
+    seed: int = Field(default=0, description="seeds DARE's random drops (the same drops for every candidate)")
+
+    @model_validator(mode="after")
+    def _params_ok(self) -> MergeConfig:
+        resolve_params(self.method, self.params)
+        return self
 
 
 class StudyConfig(_Frozen):
@@ -194,6 +272,7 @@ class StudyConfig(_Frozen):
     storage: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///studies/<name>/study.db")
     merge: MergeConfig = Field(default_factory=MergeConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    promotion: PromotionConfig | None = Field(default=None, description="how `promote` trains mixtures (optional)")
 
     @field_validator("study_name")
     @classmethod
@@ -201,6 +280,21 @@ class StudyConfig(_Frozen):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
             raise ValueError(f"study_name {v!r} may only hold letters, digits, '_', '.', '-'")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_exclusions(cls, data: Any) -> Any:
+        """Unset ``merge.exclude_lora`` / ``exclude_full`` take the base family's defaults (stored explicitly)."""
+        if not isinstance(data, dict) or not isinstance(data.get("base_model"), str | Path):
+            return data
+        merge = data.get("merge")
+        merge = {} if merge is None else merge
+        if not isinstance(merge, dict) or ("exclude_lora" in merge and "exclude_full" in merge):
+            return data
+        from dmo_search.families import default_exclusions
+
+        lora, full = default_exclusions(data["base_model"])
+        return {**data, "merge": {"exclude_lora": lora, "exclude_full": full, **merge}}
 
     @model_validator(mode="after")
     def _experts_ok(self) -> StudyConfig:
@@ -212,6 +306,11 @@ class StudyConfig(_Frozen):
             raise ValueError(f"expert names must be unique, {dupes} repeat; rename them")
         for i, spec in enumerate(self.search.designs):
             resolve_design(spec, names, where=f"search.designs[{i}]")
+        if self.promotion is not None and set(self.promotion.train_data) != set(names):
+            raise ValueError(
+                f"promotion.train_data must name exactly the experts {names}, got {sorted(self.promotion.train_data)}; "
+                "map each expert name to its training JSONL"
+            )
         return self
 
     @property
@@ -281,6 +380,27 @@ def resolve_design(spec: DesignSpec, names: list[str], *, where: str = "design")
     )
 
 
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed next to the unknown key at ``loc`` (for a did-you-mean hint)."""
+    model: Any = StudyConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        stack, model = [field.annotation], None
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                model = t
+                break
+            stack += list(get_args(t))
+        if model is None:
+            return []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid study config ({err.error_count()} problem(s)):"]
     for e in err.errors():
@@ -291,7 +411,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             shown = shown[:117] + "..."
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or fix its spelling (see README: Study config)"
+            close = difflib.get_close_matches(str(e["loc"][-1]), _known_keys(e["loc"]), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            msg = f"unknown key; {hint}remove it or fix its spelling (see README: Study config)"
         elif e["type"] == "missing":
             msg = "required key is missing; add it"
             shown = "(absent)"
@@ -315,7 +437,16 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         ]
     obj = out.get("objective")
     if isinstance(obj, dict) and isinstance(obj.get("validation"), dict):
-        out["objective"] = {**obj, "validation": {k: res(v) for k, v in obj["validation"].items()}}
+        out["objective"] = obj = {**obj, "validation": {k: res(v) for k, v in obj["validation"].items()}}
+    if isinstance(obj, dict) and obj.get("include_path") is not None:
+        out["objective"] = {**obj, "include_path": res(obj["include_path"])}
+    promo = out.get("promotion")
+    if isinstance(promo, dict):
+        if isinstance(promo.get("train_data"), dict):
+            promo = {**promo, "train_data": {k: res(v) for k, v in promo["train_data"].items()}}
+        if promo.get("output_dir") is not None:
+            promo = {**promo, "output_dir": res(promo["output_dir"])}
+        out["promotion"] = promo
     return out
 
 

@@ -233,12 +233,30 @@ def _check_lora_shapes(model: torch.nn.Module, cfg: ExpertConfig, base_path: Pat
                 )
 
 
+def _check_full_shapes(base: dict[str, torch.Tensor], cfg: ExpertConfig, base_path: Path) -> None:
+    """Compare tensor shapes in the checkpoint's safetensors headers with the base, before loading it
+    (transformers would only say "mismatched sizes")."""
+    from safetensors import safe_open
+
+    for f in sorted(cfg.path.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118  (safe_open is not a mapping)
+                t0 = base.get(key)
+                shape = tuple(fh.get_slice(key).get_shape())
+                if t0 is not None and shape != tuple(t0.shape):
+                    raise ExpertError(
+                        f"expert {cfg.name!r}: parameter {key} has shape {shape} in {f} but "
+                        f"{tuple(t0.shape)} in the base {base_path}; it was not fine-tuned from this base"
+                    )
+
+
 def _load_full(base: dict[str, torch.Tensor], cfg: ExpertConfig, base_path: Path) -> Expert:
     from dmo_search.models import load_model
 
     if not (cfg.path / "config.json").is_file():
         hint = " (it looks like a LoRA adapter: set kind: lora)" if (cfg.path / "adapter_config.json").is_file() else ""
         raise ExpertError(f"expert {cfg.name!r}: {cfg.path} has no config.json, so it is not a checkpoint{hint}")
+    _check_full_shapes(base, cfg, base_path)
     model = load_model(cfg.path)
     theirs = _state_dict_fp32(model)
     missing = sorted(set(base) - set(theirs))
@@ -280,11 +298,30 @@ def load_expert_set(model: torch.nn.Module, base_path: Path, experts: Sequence[E
     for cfg in experts:
         if not cfg.path.exists():
             raise ExpertError(f"expert {cfg.name!r}: path {cfg.path} does not exist; fix experts[].path")
-        if cfg.kind == "lora":
-            out.append(_load_lora(model, cfg, base_path))
-        else:
-            out.append(_load_full(base, cfg, base_path))
+        try:
+            expert = _load_lora(model, cfg, base_path) if cfg.kind == "lora" else _load_full(base, cfg, base_path)
+        except ExpertError:
+            raise
+        except Exception as e:  # a truncated or corrupt file: safetensors / json / torch errors
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise ExpertError(
+                f"expert {cfg.name!r}: cannot load {cfg.path} ({type(e).__name__}: {first}); its files are corrupt, "
+                "incomplete or not made from this base: copy, re-export or retrain the expert"
+            ) from None
+        _check_finite(expert)
+        out.append(expert)
     return ExpertSet(base_path=base_path, experts=out)
+
+
+def _check_finite(expert: Expert) -> None:
+    """Refuse an expert holding NaN or inf: every mixture with it would score NaN."""
+    for name, d in expert.deltas.items():
+        parts = (d.A, d.B) if isinstance(d, LowRankDelta) else (d.tensor,)
+        if not all(bool(torch.isfinite(t).all()) for t in parts):
+            raise ExpertError(
+                f"expert {expert.name!r}: {name} in {expert.path} holds NaN or inf values, so every mixture "
+                "with it would score NaN; retrain or re-export the expert"
+            )
 
 
 def fingerprint(path: str | Path, *, full_limit: int = 64 << 20, edge: int = 8 << 20) -> str:

@@ -8,8 +8,11 @@ faces and vertices (exact zeros) are proposals like any other.
 
 How one proposal is made
 ------------------------
-1. The study is read from its storage: completed trials give ``(w, y)``, RUNNING and WAITING trials
-   give pending mixtures, FAIL and PRUNED trials are left out of the model. Nothing else is kept
+1. The study is read from its storage: completed trials give ``(w, y)``, PRUNED trials of a
+   single-objective study give ``(w, y)`` with ``y`` their last reported value (multi-fidelity: a score
+   on a nested random sample of the same examples, unbiased but noisier; left out, the GP keeps
+   proposing mixtures the pruner rejects), RUNNING and WAITING trials give pending mixtures, FAIL
+   trials are left out of the model. Nothing else is kept
    between calls, so any process that opens the study proposes the same next point.
 2. Until ``n_startup_trials`` trials are complete, the next point of the initial design is proposed:
    the centre, then (``"space-filling"``) the point of a fixed pool of uniform draws on the simplex
@@ -314,6 +317,9 @@ class SimplexGPSampler(BaseSampler):
             if t.state == TrialState.COMPLETE and t.values is not None:
                 xs.append(w)
                 ys.append([s * v for s, v in zip(signs, t.values, strict=True)])
+            elif t.state == TrialState.PRUNED and t.last_step is not None and len(signs) == 1:
+                xs.append(w)
+                ys.append([signs[0] * t.intermediate_values[t.last_step]])
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.append(w)
         return _History(

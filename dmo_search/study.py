@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import sqlite3
 import time
 import warnings
@@ -29,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import exc as sqlalchemy_exc
+from sqlalchemy.engine import make_url
 
 from dmo_search import simplex
 from dmo_search.config import ConfigError, StudyConfig, parse_config
@@ -113,15 +113,41 @@ def open_storage(
         with sqlite3.connect(db) as con:
             con.execute("PRAGMA journal_mode=WAL")
         engine_kwargs["connect_args"] = {"timeout": 60}
-    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna since 2.8; we rely on them
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+    elif "://" in url:
+        engine_kwargs["pool_pre_ping"] = True  # after a DB restart, pooled connections are tested, not used dead
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna since 2.8; we rely on them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+    except (ImportError, ValueError, sqlalchemy_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise StudyError(
+            f"cannot open the study DB {_hide_password(url)!r}: {first}; pass a SQLAlchemy URL such as "
+            "sqlite:///studies/NAME/study.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, "
+            "with the server running"
+        ) from None
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _current_schema(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by an earlier version, re-validated with today's schema so fields added since
+    (with their defaults) do not read as a different setup; as stored if it no longer validates."""
+    try:
+        return dict(json.loads(parse_config(stored, source="the stored config").to_json()))
+    except ConfigError:
+        return stored
 
 
 def _identity(cfg_json: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +201,13 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
             raise StudyError(
                 f"study {cfg.study_name!r} in {url} was not made by dmo-search; choose another --study-name"
             )
-        diffs = _diff(_identity(stored), _identity(cfg_json))
+        stored_k = len(stored.get("experts") or [])
+        if stored_k != cfg.n_domains:  # no --force: trials encode K-1 parameters
+            raise StudyError(
+                f"study {cfg.study_name!r} in {url} mixes {stored_k} experts but the config has {cfg.n_domains}; "
+                "its trials cannot be continued with another K. Launch a new study with --study-name NAME"
+            )
+        diffs = _diff(_identity(_current_schema(stored)), _identity(cfg_json))
         fp_diffs = _diff(study.user_attrs.get("fingerprints", {}), _fingerprints(cfg))
         if (diffs or fp_diffs) and not force:
             lines = "\n  ".join((diffs + [f"model files changed: {d}" for d in fp_diffs])[:12])
@@ -250,13 +282,23 @@ def check_objective(study: optuna.Study, objective: Objective) -> None:
 
 
 def evaluate_mixture(
-    backend: Backend, objective: Objective, weights: Sequence[float]
+    backend: Backend, objective: Objective, weights: Sequence[float], *, trial: optuna.Trial | None = None
 ) -> tuple[ObjectiveResult, float, float]:
-    """Apply ``weights`` to the backend and score it; returns (result, merge_seconds, eval_seconds)."""
+    """Apply ``weights`` to the backend and score it; returns (result, merge_seconds, eval_seconds).
+
+    With a ``trial`` and an objective with ``fidelities``, scoring goes level by level and may raise
+    ``optuna.TrialPruned`` (see :mod:`dmo_search.fidelity`)."""
     t0 = time.perf_counter()
     backend.set_mixture(weights)
     t1 = time.perf_counter()
-    result = objective.evaluate(backend)
+    fidelities = getattr(objective, "fidelities", None)
+    if trial is not None and fidelities:
+        from dmo_search.fidelity import evaluate_with_fidelities
+
+        trial.set_user_attr("merge_seconds", t1 - t0)  # a pruned trial records it too
+        result = evaluate_with_fidelities(trial, backend, objective, fidelities)
+    else:
+        result = objective.evaluate(backend)
     return result, t1 - t0, time.perf_counter() - t1
 
 
@@ -437,55 +479,16 @@ def run_study(
     ``cfg.worker.max_consecutive_failures`` failures in a row the run stops with :class:`StudyError`.
     With the ``grid`` sampler only the enqueued designs run. Returns the number of completed trials.
     """
+    from dmo_search.worker import run_trials  # the trial loop shared with `dmo-search worker`
+
     target = n_trials if n_trials is not None else cfg.search.n_trials
-    k = cfg.n_domains
-    if backend.expert_names != cfg.expert_names:
-        raise StudyError(f"backend experts {backend.expert_names} differ from the config's {cfg.expert_names}")
-    check_objective(study, objective)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    failures = 0
-
-    def trial_fn(trial: optuna.Trial) -> float:
-        for name in simplex.param_names(k):
-            trial.suggest_float(name, 0.0, 1.0)
-        weights = simplex.params_to_weights(trial.params, k)
-        trial.set_user_attr("weights", weights)
-        trial.set_user_attr("worker", worker)
-        try:
-            result, merge_s, eval_s = evaluate_mixture(backend, objective, weights)
-        except Exception as e:
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
-            raise
-        trial.set_user_attr("scores", result.scores)
-        trial.set_user_attr("value_se", result.value_se)
-        trial.set_user_attr("n_examples", result.n_examples)
-        trial.set_user_attr("merge_seconds", merge_s)
-        trial.set_user_attr("eval_seconds", eval_s)
-        return result.value
-
-    def control(st: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures
-        failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        if failures >= cfg.worker.max_consecutive_failures or _n_complete(st) >= target:
-            st.stop()
-        elif cfg.search.sampler == "grid" and not st.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            st.stop()
-
     if _n_complete(study) >= target:
         say(f"study {study.study_name!r} already has {_n_complete(study)} completed trials (target {target})")
         return _n_complete(study)
     if cfg.search.sampler == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         say("sampler 'grid' runs only the designs, and none is left to run")
         return _n_complete(study)
-    bar = _Progress(study, target, progress)
-    try:
-        study.optimize(trial_fn, n_trials=None, catch=(Exception,), callbacks=[control, bar])
-    finally:
-        bar.close()
-    if failures >= cfg.worker.max_consecutive_failures:
-        last = study.trials[-1].user_attrs.get("error", "unknown error")
-        raise StudyError(f"stopped after {failures} failed trials in a row; last error: {last}")
-    return _n_complete(study)
+    return run_trials(study, cfg, backend, objective, n_trials=target, progress=progress, say=say).study_complete
 
 
 def config_from_study(study: optuna.Study) -> StudyConfig:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests._pg import pg_cluster  # noqa: F401  (session fixture: a temporary PostgreSQL cluster)
+
 
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory: pytest.TempPathFactory) -> Any:

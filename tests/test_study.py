@@ -159,3 +159,23 @@ def test_grid_sampler_runs_only_designs(ran: dict[str, Any], tmp_path: Path) -> 
     study = prepare_study(cfg)
     n = run_study(study, cfg, ran["backend"], ran["objective"], progress=False)
     assert n == cfg.n_domains and len(study.trials) == cfg.n_domains
+
+
+def test_config_stored_by_an_earlier_version_still_attaches(ran: dict[str, Any]) -> None:
+    """Fields added to the schema since a study was launched (stored without them) take their defaults
+    and do not read as a different setup; a real difference still does."""
+    cfg = ran["cfg"]
+    study = optuna.load_study(study_name="t", storage=cfg.storage_url())
+    stored = dict(study.user_attrs["config"])
+    old = json.loads(json.dumps(stored))
+    old["merge"] = {k: v for k, v in old["merge"].items() if k in ("exclude_lora", "exclude_full")}
+    study.set_user_attr("config", old)
+    try:
+        prepare_study(cfg)  # no StudyError without --force
+        older = json.loads(json.dumps(old))
+        older["objective"]["max_new_tokens"] = cfg.objective.max_new_tokens + 1
+        study.set_user_attr("config", older)
+        with pytest.raises(StudyError, match="max_new_tokens"):
+            prepare_study(cfg)
+    finally:
+        study.set_user_attr("config", stored)

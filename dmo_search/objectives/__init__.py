@@ -20,4 +20,12 @@ def make_objective(cfg: ObjectiveConfig) -> Objective:
         return ExactMatchObjective(cfg)
     if cfg.type == "loglik":
         return LoglikObjective(cfg)
-    raise ValueError(f"unknown objective type {cfg.type!r}; choose 'exact_match' or 'loglik'")
+    if cfg.type == "lm_eval":
+        from dmo_search.objectives.harness import LMEvalObjective
+
+        return LMEvalObjective(cfg)
+    if cfg.type == "lmms_eval":
+        from dmo_search.objectives.lmms import LMMSEvalObjective
+
+        return LMMSEvalObjective(cfg)
+    raise ValueError(f"unknown objective type {cfg.type!r}; choose 'exact_match', 'loglik', 'lm_eval' or 'lmms_eval'")

@@ -39,9 +39,11 @@ class Objective(Protocol):
     """Scores the model the backend currently serves."""
 
     domains: list[str]
+    fidelities: list[int] | None  # nested subset sizes for multi-fidelity pruning (None: off)
 
-    def evaluate(self, backend: Backend) -> ObjectiveResult:
-        """Score the backend's current model on every domain."""
+    def evaluate(self, backend: Backend, *, n: int | None = None) -> ObjectiveResult:
+        """Score the backend's current model on every domain; ``n``: on a nested seeded sub-sample of
+        ``n`` examples per domain of the fixed subset (all when None)."""
         ...
 
     def record(self) -> dict[str, object]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Example", "ValidationSet", "load_jsonl", "select_subset"]
+__all__ = ["Example", "ValidationSet", "load_jsonl", "nested_subset", "select_subset"]
 
 
 class DataError(ValueError):
@@ -57,7 +58,7 @@ def load_jsonl(path: Path) -> tuple[list[Example], str]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
         prompt = row.get("prompt") if isinstance(row, dict) else None
         answers = row.get("answers") if isinstance(row, dict) else None
         if isinstance(answers, str):
@@ -81,6 +82,18 @@ def select_subset(n_total: int, size: int | None, *, seed: int, domain: str) -> 
         return list(range(n_total))
     rng = np.random.default_rng([seed, zlib.crc32(domain.encode())])
     return sorted(int(i) for i in rng.choice(n_total, size=size, replace=False))
+
+
+def nested_subset(indices: Sequence[int], n: int | None, *, seed: int, domain: str) -> list[int]:
+    """A seeded random ``n`` of ``indices`` (sorted; all when ``n`` is None or too large), for multi-fidelity.
+
+    The draw is one fixed permutation per ``(seed, domain)`` cut at ``n``, so a smaller ``n`` is a subset
+    of a larger one.
+    """
+    if n is None or n >= len(indices):
+        return list(indices)
+    rng = np.random.default_rng([seed, zlib.crc32(domain.encode()), 1])
+    return sorted(int(indices[p]) for p in rng.permutation(len(indices))[:n])
 
 
 def load_validation_set(domain: str, path: Path, size: int | None, seed: int) -> ValidationSet:

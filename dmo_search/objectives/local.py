@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dmo_search.objectives.base import ObjectiveError, ObjectiveResult, aggregate, bootstrap_se
-from dmo_search.objectives.data import ValidationSet, load_validation_set
-from dmo_search.objectives.metrics import exact_match
+from dmo_search.objectives.data import ValidationSet, load_validation_set, nested_subset
+from dmo_search.objectives.metrics import GENERATION_METRICS
 
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
@@ -26,6 +27,8 @@ class _LocalObjective(ABC):
         }
         self.domains = list(self.sets)
         self.weights = cfg.aggregation if isinstance(cfg.aggregation, dict) else None
+        self.fidelities = cfg.fidelities
+        self.prune_z = cfg.prune_z
 
     def record(self) -> dict[str, object]:
         return {"type": self.cfg.type, "subsets": {d: s.record() for d, s in self.sets.items()}}
@@ -34,9 +37,15 @@ class _LocalObjective(ABC):
     def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
         """One score per example of ``vs`` for the model the backend serves."""
 
-    def evaluate(self, backend: Backend) -> ObjectiveResult:
+    def evaluate(self, backend: Backend, *, n: int | None = None) -> ObjectiveResult:
+        """Score every domain; ``n`` scores a nested seeded sub-sample of each fixed subset."""
         per_example: dict[str, list[float]] = {}
         for d, vs in self.sets.items():
+            if n is not None and n < len(vs.examples):
+                keep = nested_subset(range(len(vs.examples)), n, seed=self.cfg.subset_seed, domain=d)
+                vs = replace(
+                    vs, indices=tuple(vs.indices[i] for i in keep), examples=tuple(vs.examples[i] for i in keep)
+                )
             try:
                 per_example[d] = self._score_domain(backend, vs)
             except Exception as e:
@@ -51,12 +60,14 @@ class _LocalObjective(ABC):
 
 
 class ExactMatchObjective(_LocalObjective):
-    """Greedy answers scored by normalised exact match against any reference answer."""
+    """Greedy answers scored against the reference answers by ``objective.metric`` (default normalised
+    exact match; see :data:`~dmo_search.objectives.metrics.GENERATION_METRICS`)."""
 
     def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
         prompts = [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
         preds = backend.generate(prompts, max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
-        return [exact_match(p, ex.answers) for p, ex in zip(preds, vs.examples, strict=True)]
+        score = GENERATION_METRICS[self.cfg.metric or "exact_match"]
+        return [score(p, ex.answers) for p, ex in zip(preds, vs.examples, strict=True)]
 
 
 class LoglikObjective(_LocalObjective):

@@ -1,0 +1,495 @@
+"""Workers: any number of processes, on any machines, running trials of one study until its budget.
+
+A worker joins a study by name, reads the config stored in the study DB, checks that the base and
+expert files still match the fingerprints taken at launch, loads its backend, and loops
+claim -> merge -> score -> tell until the study (not the worker) holds its budget of COMPLETE trials.
+
+Exactly the budget completes, whatever the number of workers:
+
+* a trial is *claimed* (``study.ask``) under a study-wide lock (a PostgreSQL advisory lock, or a
+  file lock next to a SQLite DB) and only while ``COMPLETE + RUNNING < budget``; a worker that finds
+  the budget covered by running trials waits for them instead of starting one more;
+* a running trial sends a heartbeat every ``worker.heartbeat_interval`` seconds; a trial whose
+  heartbeat is older than ``worker.grace_period`` belongs to a dead worker: any worker fails it and
+  Optuna's stale-trial callback enqueues its mixture again (a new trial number; numbers never repeat);
+* every storage call retries with exponential backoff while the DB is unreachable (a PostgreSQL
+  restart, a network blip), for up to ``DB_RETRY_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import TrialState
+
+from dmo_search import simplex
+from dmo_search.study import (
+    StudyError,
+    _diff,
+    _fail_heartbeatless,
+    _fingerprints,
+    _Progress,
+    _sqlite_path,
+    check_objective,
+    evaluate_mixture,
+    load_study,
+)
+
+if TYPE_CHECKING:
+    from dmo_search.backends import Backend
+    from dmo_search.config import StudyConfig
+    from dmo_search.objectives import Objective
+
+__all__ = [
+    "DB_RETRY_SECONDS",
+    "RetryingStorage",
+    "WorkerReport",
+    "is_connection_error",
+    "join_study",
+    "retry_db",
+    "run_trials",
+    "run_worker",
+    "with_retries",
+]
+
+_log = logging.getLogger("dmo_search")
+_T = TypeVar("_T")
+
+#: How long a storage call keeps retrying while the DB is unreachable (``DMO_DB_RETRY_SECONDS``).
+DB_RETRY_SECONDS = float(os.environ.get("DMO_DB_RETRY_SECONDS", "300"))
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 8.0
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or its cause) says the DB connection was lost or refused, not that a
+    statement was wrong: SQLAlchemy's ``OperationalError``/``InterfaceError`` or an invalidated
+    connection, possibly wrapped in Optuna's ``StorageInternalError``."""
+    from sqlalchemy import exc as sa_exc
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def retry_db(
+    fn: Callable[..., _T],
+    *args: Any,
+    what: str = "the study DB",
+    seconds: float | None = None,
+    say: Callable[[str], None] = _log.warning,
+    **kwargs: Any,
+) -> _T:
+    """Call ``fn(*args, **kwargs)``, retrying with exponential backoff (0.25 s doubling to 8 s) while
+    it fails with a connection error, for up to ``seconds`` (default :data:`DB_RETRY_SECONDS`).
+
+    Raises:
+        StudyError: the DB stayed unreachable; the message names the URL problem and the fix.
+    """
+    limit = DB_RETRY_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + limit
+    delay = _BACKOFF_FIRST
+    told = False
+    while True:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as e:
+            if not is_connection_error(e):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise StudyError(
+                    f"{what} stayed unreachable for {limit:.0f}s ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                    "check that the database server is up and the --storage URL is right, then run the command again"
+                ) from e
+            if not told:
+                say(f"lost the connection to {what}; retrying with backoff for up to {limit:.0f}s")
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+        else:
+            if told:
+                say(f"reconnected to {what}")
+            return result
+
+
+def _retrying(name: str) -> Callable[..., Any]:
+    def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        return retry_db(getattr(self._inner, name), *args, what=self._what, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class RetryingStorage(BaseStorage, BaseHeartbeat):
+    """An Optuna storage that retries every call of ``inner`` while the DB is unreachable.
+
+    A retried write whose first attempt did commit is harmless: attribute and parameter writes are
+    idempotent, a repeated final ``tell`` is recognised by :func:`run_trials`, and a trial created
+    twice leaves one RUNNING trial with no heartbeat that the reaper fails.
+    """
+
+    def __init__(self, inner: Any, *, what: str = "the study DB") -> None:
+        self._inner = inner
+        self._what = what
+        # reap_stale_trials looks through a cache wrapper via ``_backend``; expose the RDBStorage
+        self._backend = getattr(inner, "_backend", inner)
+
+    def __getattr__(self, name: str) -> Any:
+        # anything not wrapped (e.g. RDBStorage.engine, grace_period) comes from the inner storage
+        if name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+for _name in [
+    *sorted(BaseStorage.__abstractmethods__ | BaseHeartbeat.__abstractmethods__),
+    "get_all_trials",
+    "get_n_trials",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id",
+    "get_failed_trial_callback",
+    "remove_session",
+]:
+    setattr(RetryingStorage, _name, _retrying(_name))
+RetryingStorage.__abstractmethods__ = frozenset()
+
+
+def with_retries(study: optuna.Study) -> optuna.Study:
+    """The same study, seen through a :class:`RetryingStorage` (the sampler is kept)."""
+    if isinstance(study._storage, RetryingStorage):
+        return study
+    url = getattr(getattr(study._storage, "_backend", study._storage), "url", "the study DB")
+    storage = RetryingStorage(study._storage, what=_safe_url(url))  # type: ignore[abstract]
+    return optuna.Study(study_name=study.study_name, storage=storage, sampler=study.sampler)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+@contextlib.contextmanager
+def _claim_lock(study: optuna.Study) -> Iterator[None]:
+    """A study-wide lock around claiming a trial: a PostgreSQL advisory lock (released by the server
+    if this process dies), a ``flock`` on ``<db>.lock`` for SQLite, nothing for other databases."""
+    rdb: Any = getattr(study._storage, "_backend", study._storage)
+    url = str(getattr(rdb, "url", ""))
+    db = _sqlite_path(url)
+    if db is not None:
+        with open(f"{db}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import text
+
+    key = int.from_bytes(hashlib.sha256(f"dmo-search:{study.study_name}".encode()).digest()[:8], "big", signed=True)
+    conn = retry_db(rdb.engine.connect, what=_safe_url(url))
+    try:
+        retry_db(lambda: conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key}), what=_safe_url(url))
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a dropped connection has released the lock already
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+class _Heartbeat:
+    """Record a trial's heartbeat now, then every ``interval`` seconds from a thread, until closed.
+    A failed beat (DB unreachable) is logged and the next one is tried on time."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.storage.record_heartbeat(self.trial_id)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage._inner.record_heartbeat(self.trial_id)
+            except Exception as e:  # keep beating; the main loop reports lasting DB trouble
+                _log.debug(f"heartbeat of trial {self.trial_id} failed: {type(e).__name__}: {e}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _counts(study: optuna.Study) -> tuple[int, int, int]:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+    n = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    return n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING]
+
+
+def _reap(study: optuna.Study, cfg: StudyConfig) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    storage = getattr(study._storage, "_backend", study._storage)
+    _fail_heartbeatless(study, storage, older_than=cfg.worker.grace_period + cfg.worker.heartbeat_interval)
+
+
+def _claim(study: optuna.Study, cfg: StudyConfig, target: int, say: Callable[[str], None]) -> optuna.Trial | None:
+    """Ask for the next trial if the budget is not covered yet; None once it is complete.
+
+    While running trials cover the rest of the budget, wait for them (and fail dead ones)."""
+    waited = False
+    while True:
+        _reap(study, cfg)
+        with _claim_lock(study):
+            complete, running, waiting = _counts(study)
+            if complete >= target:
+                return None
+            if cfg.search.sampler == "grid" and waiting == 0:
+                if running == 0:
+                    return None
+            elif complete + running < target:
+                with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    return study.ask()
+        if not waited:
+            say(f"{complete} trial(s) complete and {running} running cover the budget of {target}; waiting for them")
+            waited = True
+        time.sleep(min(1.0, cfg.worker.heartbeat_interval))
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What one call of :func:`run_trials` did."""
+
+    completed: int  # trials this process completed
+    failed: int  # trials this process failed
+    study_complete: int  # COMPLETE trials in the study at the end
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None) -> bool:
+    """Finish the trial; False if another worker failed it meanwhile (its heartbeat had expired)."""
+    try:
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+        return True
+    except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+        stored = study._storage.get_trial(trial._trial_id)
+        if stored.state == state and (value is None or stored.value == value):
+            return True  # a retried tell whose first attempt did commit
+        if stored.state == TrialState.FAIL:
+            return False
+        raise
+
+
+def _score(
+    trial: optuna.Trial, k: int, worker: str, backend: Backend, objective: Objective
+) -> tuple[dict[str, Any], float | None]:
+    """Suggest the trial's mixture, merge and score it; (user attrs to store, value or None if it failed)."""
+    for name in simplex.param_names(k):
+        trial.suggest_float(name, 0.0, 1.0)
+    weights = simplex.params_to_weights(trial.params, k)
+    trial.set_user_attr("weights", weights)
+    trial.set_user_attr("worker", worker)
+    try:
+        result, merge_s, eval_s = evaluate_mixture(backend, objective, weights, trial=trial)
+        if not math.isfinite(result.value):
+            raise StudyError(
+                f"the objective returned {result.value} (scores {result.scores}); check the experts for NaN/inf "
+                "weights and the validation data"
+            )
+    except (optuna.exceptions.UpdateFinishedTrialError, optuna.TrialPruned):
+        raise  # TrialPruned: objective.fidelities pruned it (dmo_search/fidelity.py)
+    except Exception as e:
+        _log.debug(f"trial {trial.number} failed", exc_info=True)
+        return {"error": f"{type(e).__name__}: {e}"[:2000]}, None
+    attrs = {
+        "scores": result.scores,
+        "value_se": result.value_se,
+        "n_examples": result.n_examples,
+        "merge_seconds": merge_s,
+        "eval_seconds": eval_s,
+    }
+    return attrs, result.value
+
+
+def run_trials(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    backend: Backend,
+    objective: Objective,
+    *,
+    n_trials: int | None = None,
+    progress: bool = False,
+    say: Callable[[str], None] = _log.info,
+) -> WorkerReport:
+    """Claim, merge, score and tell trials until the study holds ``n_trials`` COMPLETE trials.
+
+    Args:
+        study: the study (its storage is wrapped in a :class:`RetryingStorage` here).
+        cfg: the study's config (``search``, ``worker`` settings).
+        backend: a loaded backend with the config's experts.
+        objective: the objective, with the fixed subsets the study records.
+        n_trials: the study's budget of COMPLETE trials (default ``cfg.search.n_trials``).
+        progress: draw a progress bar on stderr.
+        say: where progress messages go.
+
+    Raises:
+        StudyError: ``cfg.worker.max_consecutive_failures`` trials failed in a row, or the DB stayed
+            unreachable.
+    """
+    target = n_trials if n_trials is not None else cfg.search.n_trials
+    k = cfg.n_domains
+    if backend.expert_names != cfg.expert_names:
+        raise StudyError(f"backend experts {backend.expert_names} differ from the config's {cfg.expert_names}")
+    study = with_retries(study)
+    check_objective(study, objective)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    done = failed = streak = 0
+    last_error = ""
+    bar = _Progress(study, target, progress)
+    try:
+        while (trial := _claim(study, cfg, target, say)) is not None:
+            with _Heartbeat(study._storage, trial._trial_id, cfg.worker.heartbeat_interval):
+                try:
+                    try:
+                        attrs, value = _score(trial, k, worker, backend, objective)
+                        state = TrialState.FAIL if value is None else TrialState.COMPLETE
+                    except optuna.TrialPruned:
+                        attrs, value, state = {}, None, TrialState.PRUNED
+                    if state == TrialState.FAIL:
+                        last_error = str(attrs["error"])
+                    for key, v in attrs.items():
+                        trial.set_user_attr(key, v)
+                    told = _tell(study, trial, state, value)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    told = False
+            if not told:
+                say(f"trial {trial.number} was failed by another worker (its heartbeat expired); it is retried")
+                continue
+            bar(study, study._storage.get_trial(trial._trial_id))
+            if state in (TrialState.COMPLETE, TrialState.PRUNED):
+                done, streak = done + (state == TrialState.COMPLETE), 0
+                continue
+            failed, streak = failed + 1, streak + 1
+            if streak >= cfg.worker.max_consecutive_failures:
+                raise StudyError(f"stopped after {streak} failed trials in a row; last error: {last_error}")
+    finally:
+        bar.close()
+    complete, _, _ = _counts(study)
+    return WorkerReport(completed=done, failed=failed, study_complete=complete)
+
+
+def join_study(
+    study_name: str,
+    storage: str | None,
+    *,
+    n_trials: int | None = None,
+    backend: str | None = None,
+    force: bool = False,
+) -> tuple[optuna.Study, StudyConfig]:
+    """Load a study and its stored config, and check the model files against the stored fingerprints.
+
+    Args:
+        study_name: the study's name.
+        storage: its DB URL (default: the SQLite file under ``studies/<study_name>/``).
+        n_trials: a new budget of COMPLETE trials for the study; it is stored, so every worker follows it.
+        backend: override ``backend.name`` for this process only.
+        force: continue even if the base or expert files changed since launch.
+
+    Raises:
+        StudyError: no such study, or its files changed and ``force`` is false.
+    """
+    from dmo_search.config import apply_overrides
+
+    study, cfg = load_study(study_name, storage)
+    stored = study.user_attrs.get("fingerprints", {})
+    missing = [str(p) for p in [cfg.base_model, *(e.path for e in cfg.experts)] if not Path(p).exists()]
+    if missing:
+        raise StudyError(
+            f"study {study_name!r} needs model files missing on this machine: {missing[:4]}; "
+            "make them available at the same paths (shared storage) before starting a worker"
+        )
+    fp_diffs = _diff(stored, _fingerprints(cfg))
+    if fp_diffs and not force:
+        lines = "\n  ".join(f"model files changed: {d}" for d in fp_diffs[:8])
+        raise StudyError(
+            f"study {study_name!r} was launched with other model files:\n  {lines}\n"
+            "Restore the files, launch a new study (--study-name NAME), or pass --force to continue anyway."
+        )
+    if n_trials is not None or backend is not None:
+        cfg = apply_overrides(cfg, n_trials=n_trials, backend=backend)
+    if n_trials is not None:
+        raw = dict(study.user_attrs["config"])
+        raw["search"] = {**raw["search"], "n_trials": n_trials}
+        study.set_user_attr("config", json.loads(json.dumps(raw)))
+    return study, cfg
+
+
+def run_worker(
+    study_name: str,
+    storage: str | None,
+    *,
+    n_trials: int | None = None,
+    backend: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+    say: Callable[[str], None] = _log.info,
+) -> dict[str, Any]:
+    """Join ``study_name`` (see :func:`join_study`), load the backend and run trials until the study's
+    budget is complete; returns what this worker did, as a JSON-ready dict."""
+    from dmo_search.backends import make_backend
+    from dmo_search.objectives import make_objective
+
+    study, cfg = join_study(study_name, storage, n_trials=n_trials, backend=backend, force=force)
+    say(f"worker {socket.gethostname()}:{os.getpid()} joined study {study_name!r} (budget {cfg.search.n_trials})")
+    objective = make_objective(cfg.objective)
+    engine = make_backend(cfg)
+    try:
+        rep = run_trials(study, cfg, engine, objective, progress=progress, say=say)
+    finally:
+        engine.close()
+    return {
+        "study_name": study_name,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "completed_by_this_worker": rep.completed,
+        "failed_by_this_worker": rep.failed,
+        "study_complete": rep.study_complete,
+        "n_trials_target": cfg.search.n_trials,
+    }

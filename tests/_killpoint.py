@@ -1,0 +1,92 @@
+"""Run the ``dmo-search`` CLI and SIGKILL itself at a chosen point: the test harness of the kill tests.
+
+``python -m tests._killpoint PHASE N -- ARGS...`` runs ``dmo-search ARGS...`` and kills the process
+with SIGKILL (no cleanup, no atexit, like the OOM killer) at the N-th occurrence of PHASE:
+
+* ``merge``: inside the in-place merge, before the N-th parameter is written;
+* ``scoring``: at the N-th generation batch of the objective;
+* ``db_write``: inside the N-th SQLAlchemy commit once a trial has started, after its statements
+  were flushed to the DB and before the COMMIT (an open transaction holding the trial's writes).
+
+Before dying it appends ``PHASE N`` to ``$DMO_KILL_LOG`` so a test knows the point was reached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+
+def _die(phase: str, n: int) -> None:
+    log = os.environ.get("DMO_KILL_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{phase} {n}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install(phase: str, n: int) -> None:
+    """Patch the point ``phase`` so that its ``n``-th occurrence kills this process."""
+    calls = {"n": 0}
+
+    def hit() -> bool:
+        calls["n"] += 1
+        return calls["n"] == n
+
+    if phase == "merge":
+        from dmo_search.merge import InPlaceMerger
+
+        orig_acc = InPlaceMerger._acc
+
+        def acc(self: Any, entry: Any) -> Any:
+            if hit():
+                _die(phase, n)
+            return orig_acc(self, entry)
+
+        InPlaceMerger._acc = acc  # type: ignore[method-assign]
+    elif phase == "scoring":
+        from dmo_search.backends.hf import HFBackend
+
+        orig_gen = HFBackend.generate
+
+        def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if hit():
+                _die(phase, n)
+            return orig_gen(self, *args, **kwargs)
+
+        HFBackend.generate = generate  # type: ignore[method-assign]
+    elif phase == "db_write":
+        from sqlalchemy.orm import Session
+
+        from dmo_search import worker
+
+        armed = {"on": False}  # count the commits of trials only, not those of opening the study
+        orig_enter = worker._Heartbeat.__enter__
+
+        def enter(self: Any) -> Any:
+            armed["on"] = True
+            return orig_enter(self)
+
+        worker._Heartbeat.__enter__ = enter  # type: ignore[method-assign]
+        orig_commit = Session.commit
+
+        def commit(self: Session) -> None:
+            if armed["on"] and hit():
+                self.flush()
+                _die(phase, n)
+            orig_commit(self)
+
+        Session.commit = commit  # type: ignore[method-assign]
+    else:
+        raise SystemExit(f"unknown phase {phase!r}")
+
+
+if __name__ == "__main__":
+    phase, count, sep, *rest = sys.argv[1:]
+    assert sep == "--", "usage: python -m tests._killpoint PHASE N -- ARGS..."
+    install(phase, int(count))
+    from dmo_search.cli import main
+
+    sys.exit(main(rest))
