@@ -306,9 +306,10 @@ class StudyConfig(_Frozen):
             raise ValueError(f"expert names must be unique, {dupes} repeat; rename them")
         for i, spec in enumerate(self.search.designs):
             resolve_design(spec, names, where=f"search.designs[{i}]")
-        if self.promotion is not None and set(self.promotion.train_data) != set(names):
+        missing = [n for n in names if self.promotion is not None and n not in self.promotion.train_data]
+        if missing:  # entries for other domains are allowed (a shared promotion section) and unused
             raise ValueError(
-                f"promotion.train_data must name exactly the experts {names}, got {sorted(self.promotion.train_data)}; "
+                f"promotion.train_data has no training JSONL for the experts {missing}; "
                 "map each expert name to its training JSONL"
             )
         return self

@@ -190,9 +190,10 @@ def promote(
     from dmo_search.promote.select import select_candidates
     from dmo_search.study import recommended_weights
 
-    if set(promotion.train_data) != set(cfg.expert_names):
+    missing = [n for n in cfg.expert_names if n not in promotion.train_data]
+    if missing:
         raise ValueError(
-            f"promotion.train_data names {sorted(promotion.train_data)}, the experts are {cfg.expert_names}; "
+            f"promotion.train_data has no training JSONL for the experts {missing}; "
             "map each expert name to its training JSONL"
         )
     out_root = Path(output_dir or promotion.output_dir or default_output_dir(cfg))
