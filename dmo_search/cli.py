@@ -392,6 +392,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dmo_search.promote.store import load_promotions
     from dmo_search.study import load_study, recommended_weights
 
+    if args.compare_methods:  # bad flags fail before anything loads
+        from dmo_search.promote.compare import parse_method_params, parse_methods
+
+        methods = parse_methods(args.compare_methods)
+        params = parse_method_params(args.method_params, methods)
+    elif args.method_params:
+        raise ValueError("--method-params needs --compare-methods METHODS")
     study, cfg = load_study(args.study, args.storage)
     url = cfg.storage_url()
     recs = load_promotions(url, study.study_name)
@@ -408,7 +415,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         write_html_report(url, study.study_name, Path(args.html))
         _log.info(f"wrote {args.html}")
-    _emit(rep.to_dict(), args.json, report_text(rep))
+    out, text = rep.to_dict(), report_text(rep)
+    if args.compare_methods:
+        from dmo_search.promote.compare import compare_methods, comparison_text, study_scorer
+        from dmo_search.promote.proxy_cache import ProxyCache
+
+        _quiet_hf()
+        cache = ProxyCache(url, study.study_name)
+        try:
+            scorer = study_scorer(cfg, _log.info)
+            cmp = compare_methods(
+                recs, cfg, methods, params=params, scorer=scorer, cache=cache, n_boot=args.n_boot, say=_log.info
+            )
+        finally:
+            cache.close()
+        out["method_comparison"], text = cmp.to_dict(), f"{text}\n\n{comparison_text(cmp)}"
+    _emit(out, args.json, text)
     return 0
 
 
@@ -509,6 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="write the proxy-vs-SFT scatter plot")
     p.add_argument("--html", metavar="FILE.html", help="write the study's self-contained HTML report")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
+    p.add_argument(
+        "--compare-methods",
+        metavar="M1,M2,...|all",
+        help="also rank-correlate each merge method's proxy with SFT, side by side (scores are cached in the DB)",
+    )
+    p.add_argument("--method-params", metavar="JSON", help='per-method parameters, e.g. \'{"wudi": {"steps": 20}}\'')
 
     toy = sub.add_parser("toy", help="the embedded toy world")
     toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
