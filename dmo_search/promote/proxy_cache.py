@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dmo_search.promote.store import SchemaVersionError, _engine, _now
+from dmo_search.promote.store import _engine, _now, ensure_version
 
 __all__ = ["SCHEMA_VERSION", "ProxyCache", "score_key"]
 
@@ -27,12 +27,6 @@ SCHEMA_VERSION = 1
 _COMPONENT = "method_proxies"
 
 _meta = sa.MetaData()
-_version_table = sa.Table(
-    "dmo_schema_version",
-    _meta,
-    sa.Column("component", sa.String(64), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-)
 _table = sa.Table(
     "dmo_method_proxies",
     _meta,
@@ -78,20 +72,8 @@ class ProxyCache:
         self.study_name = study_name
         self.engine = _engine(storage_url)
         with self.engine.begin() as conn:
-            found = None
-            if sa.inspect(conn).has_table("dmo_schema_version"):
-                v = conn.execute(
-                    sa.select(_version_table.c.version).where(_version_table.c.component == _COMPONENT)
-                ).scalar_one_or_none()
-                found = None if v is None else int(v)
-            if found is not None and found > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the method proxies in {storage_url} use schema version {found}, this dmo-search reads up to "
-                    f"{SCHEMA_VERSION}; upgrade dmo-search (pip install -U dmo-search)"
-                )
+            ensure_version(conn, storage_url, component=_COMPONENT, version=SCHEMA_VERSION, what="method proxies")
             _meta.create_all(conn, checkfirst=True)
-            if found is None:
-                conn.execute(sa.insert(_version_table).values(component=_COMPONENT, version=SCHEMA_VERSION))
 
     def get(self, setup: Mapping[str, Any], mixtures: Sequence[Sequence[float]]) -> list[float | None]:
         """The cached value of each mixture under ``setup`` (None where not cached)."""

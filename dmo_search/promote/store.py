@@ -168,21 +168,32 @@ def _from_row(row: Any) -> PromotionRecord:
     return PromotionRecord(**data)
 
 
-def _read_version(conn: Connection) -> int | None:
+def read_version(conn: Connection, component: str = _COMPONENT) -> int | None:
+    """The schema version ``component`` recorded in ``dmo_schema_version`` (None when not recorded)."""
     if not sa.inspect(conn).has_table("dmo_schema_version"):
         return None
     v = conn.execute(
-        sa.select(_version_table.c.version).where(_version_table.c.component == _COMPONENT)
+        sa.select(_version_table.c.version).where(_version_table.c.component == component)
     ).scalar_one_or_none()
     return None if v is None else int(v)
 
 
-def _check_version(found: int | None, url: str) -> None:
-    if found is not None and found > SCHEMA_VERSION:
+def check_version(found: int | None, url: str, *, supported: int = SCHEMA_VERSION, what: str = "promotions") -> None:
+    """Refuse a table written by a newer schema than ``supported``."""
+    if found is not None and found > supported:
         raise SchemaVersionError(
-            f"the promotions in {url} use schema version {found}, this dmo-search reads up to {SCHEMA_VERSION}; "
+            f"the {what} in {url} use schema version {found}, this dmo-search reads up to {supported}; "
             "upgrade dmo-search (pip install -U dmo-search)"
         )
+
+
+def ensure_version(conn: Connection, url: str, *, component: str, version: int, what: str) -> None:
+    """Check ``component``'s recorded schema version (refusing a newer one) and record ``version`` if none is."""
+    found = read_version(conn, component)
+    check_version(found, url, supported=version, what=what)
+    _version_table.create(conn, checkfirst=True)
+    if found is None:
+        conn.execute(sa.insert(_version_table).values(component=component, version=version))
 
 
 def schema_version(storage_url: str) -> int | None:
@@ -190,7 +201,7 @@ def schema_version(storage_url: str) -> int | None:
     engine = _engine(storage_url)
     try:
         with engine.connect() as conn:
-            return _read_version(conn)
+            return read_version(conn)
     finally:
         engine.dispose()
 
@@ -208,7 +219,7 @@ def load_promotions(storage_url: str, study_name: str) -> list[PromotionRecord]:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("dmo_promotions"):
                 return []
-            _check_version(_read_version(conn), storage_url)
+            check_version(read_version(conn), storage_url)
             rows = conn.execute(
                 sa.select(_table).where(_table.c.study_name == study_name).order_by(_table.c.id)
             ).mappings()
@@ -233,11 +244,8 @@ class PromotionStore:
 
     def _ensure_schema(self) -> None:
         with self.engine.begin() as conn:
-            found = _read_version(conn)
-            _check_version(found, self.url)
+            ensure_version(conn, self.url, component=_COMPONENT, version=SCHEMA_VERSION, what="promotions")
             _meta.create_all(conn, checkfirst=True)
-            if found is None:
-                conn.execute(sa.insert(_version_table).values(component=_COMPONENT, version=SCHEMA_VERSION))
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
