@@ -9,6 +9,8 @@ with SIGKILL (no cleanup, no atexit, like the OOM killer) at the N-th occurrence
   were flushed to the DB and before the COMMIT (an open transaction holding the trial's writes).
 
 Before dying it appends ``PHASE N`` to ``$DMO_KILL_LOG`` so a test knows the point was reached.
+With ``DMO_KILL_HANG=1`` it stops there instead (sleeps; its heartbeat thread keeps the trial alive)
+so that the test can SIGKILL it at a moment of its choosing, mid-trial.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -24,6 +27,9 @@ def _die(phase: str, n: int) -> None:
     if log:
         with open(log, "a") as fh:
             fh.write(f"{phase} {n}\n")
+    if os.environ.get("DMO_KILL_HANG") == "1":
+        while True:
+            time.sleep(3600)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

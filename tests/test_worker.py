@@ -77,19 +77,29 @@ def _pg_study(toy_world: Any, pg: PgCluster, tmp: Path, name: str, n_trials: int
 
 
 def test_three_workers_one_killed(toy_world: Any, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """The victim starts first and stops inside the scoring of its first trial (heartbeat still beating);
+    the two others join, and the victim is SIGKILLed while they run: deterministic on any machine speed."""
     budget = 6
     _, url = _pg_study(toy_world, pg_cluster, tmp_path, "three", budget)
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
-    procs = [_spawn(["worker", "three", "--storage", url, "--quiet", "--json"], log) for log in logs]
-    victim = procs[0]
+    kill_log = tmp_path / "kill.log"
+    worker_args = ["worker", "three", "--storage", url, "--quiet", "--json"]
+    with logs[0].open("w") as err, logs[0].with_suffix(".out").open("w") as out:
+        victim = subprocess.Popen(
+            [sys.executable, "-m", "tests._killpoint", "scoring", "1", "--", *worker_args],
+            stdout=out,
+            stderr=err,
+            env={**ENV, "DMO_KILL_HANG": "1", "DMO_KILL_LOG": str(kill_log)},
+        )
+    _wait_for(lambda: kill_log.is_file(), [victim], "the victim to reach the scoring of its first trial")
+    procs = [victim, *(_spawn(worker_args, log) for log in logs[1:])]
 
-    def victim_mid_trial() -> bool:
-        owners = trial_workers(url, "three")
-        running = [n for n, (s, w) in owners.items() if s == "RUNNING" and w.endswith(f":{victim.pid}")]
-        return bool(running) and any(s == "COMPLETE" for s, _ in owners.values())
+    def survivors_working() -> bool:
+        return any(s == "COMPLETE" for s, _ in trial_workers(url, "three").values())
 
-    _wait_for(victim_mid_trial, procs, "the victim to run a trial")
+    _wait_for(survivors_working, procs[1:], "the other workers to complete a trial")
     killed = [n for n, (s, w) in trial_workers(url, "three").items() if s == "RUNNING" and w.endswith(f":{victim.pid}")]
+    assert killed, "the victim holds no RUNNING trial"
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     _finish(procs[1:], logs[1:])
