@@ -1,14 +1,16 @@
-"""A fast study writer for the dashboard concurrency tests: ``python -m tests._dashboard_writer URL NAME N``.
+"""A study writer for the dashboard concurrency tests: ``python -m tests._dashboard_writer URL NAME N [PAUSE]``.
 
 Runs N trials of a synthetic 3-domain mixture objective through dmo-search's own storage
 (:func:`dmo_search.study.open_storage`: WAL on SQLite, heartbeats), recording the same user
 attributes as a real study (weights, per-domain scores, value_se, merge/eval seconds), as fast as the
-DB allows. Prints ``done N`` and exits 0 when every trial completed.
+DB allows, or with PAUSE seconds between trials (so the writing outlasts the dashboard's 2 s trial
+cache on a fast machine). Prints ``done N`` and exits 0 when every trial completed.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import optuna
 
@@ -16,7 +18,7 @@ from dmo_search import simplex
 from dmo_search.study import open_storage
 
 
-def main(url: str, name: str, n: int) -> int:
+def main(url: str, name: str, n: int, pause: float = 0.0) -> int:
     """Write ``n`` trials to study ``name`` in ``url``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
@@ -39,6 +41,7 @@ def main(url: str, name: str, n: int) -> int:
         trial.set_user_attr("value_se", 0.01)
         trial.set_user_attr("merge_seconds", 0.001)
         trial.set_user_attr("eval_seconds", 0.002)
+        time.sleep(pause)
         return sum(scores.values()) / 3
 
     study.optimize(objective, n_trials=n)  # no catch: a lock error fails the trial and the test sees it
@@ -52,4 +55,4 @@ def main(url: str, name: str, n: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0))
