@@ -33,6 +33,11 @@ to reach a regret level relative to ``gp-simplex``, and the proposal latency at 
 
 Run ``python benchmarks/sampler_efficiency.py --quick`` for a few minutes' check, without flags for
 the full table (hours on 2 cores). ``--json PATH`` also writes every number.
+
+``--constrained`` runs the constrained cases instead (:mod:`constrained_cases`: a data cap, a minimum
+weight or a group limit that puts the optimum on a constraint face): gp-simplex inside the feasible
+set against uniform feasible draws, TPE with projection and the paper's design without its
+infeasible points.
 """
 
 from __future__ import annotations
@@ -302,6 +307,15 @@ def _first_reach(curve: dict[int, float], level: float) -> int | None:
     return next((n for n in sorted(curve) if curve[n] <= level), None)
 
 
+def _settled(curve: dict[int, float], level: float) -> int | None:
+    """The first n from which the curve stays at or below ``level`` (a noisy best-observed can rise again)."""
+    ns = sorted(curve)
+    for i, n in enumerate(ns):
+        if all(curve[m] <= level for m in ns[i:]):
+            return n
+    return None
+
+
 def _fmt(x: float) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.0f}"
 
@@ -469,7 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--report", type=Path, nargs="+", help="print the tables from --json files of earlier (partial) benchmarks"
     )
+    parser.add_argument("--constrained", action="store_true", help="the constrained cases (K=3,4,6 by default)")
     args = parser.parse_args(argv)
+    if args.constrained:
+        return constrained_main(args)
     if args.report:
         runs, latency = _read_json(args.report)
         _print_report(runs, latency)
@@ -532,6 +549,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         _write_json(args.json, runs, latency)
     _print_report(runs, latency)
+    return 0
+
+
+def constrained_main(args: argparse.Namespace) -> int:
+    """``--constrained``: regret tables of the constrained cases (see :mod:`constrained_cases`)."""
+    import torch
+    from constrained_cases import CASES, make_case, run_case
+
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ks = args.k or [3, 4, 6]
+    noises = args.noise if args.noise is not None else [0.01]
+    n_seeds = args.seeds or 3
+    names = ("gp-simplex", "random-feasible", "tpe-projected", "grid-feasible")
+    results: dict[tuple[int, str, float, str], list[dict[int, float]]] = {}
+    t_start = time.perf_counter()
+    for k in ks:
+        cps = CHECKPOINTS[k]
+        n_gp = cps[-1]
+        rec_every = sorted(set(cps) | set(range(k + 1, n_gp + 1, 2 if k <= 4 else 3)))
+        for kind in CASES:
+            for seed in range(n_seeds):
+                case = make_case(kind, make_landscape("interior", k, seed), seed)
+                for noise in noises:
+                    for name in names:
+                        if name == "grid-feasible" and k > 4:
+                            continue
+                        n = n_gp if name == "gp-simplex" else BASELINE_FACTOR * n_gp
+                        regret, secs = run_case(name, case, noise=noise, seed=seed, n_trials=n, rec_every=rec_every)
+                        results.setdefault((k, kind, noise, name), []).append(regret)
+                        last = max(regret)
+                        print(
+                            f"[{time.perf_counter() - t_start:6.0f}s] K={k} {kind:<5} noise={noise} seed={seed} "
+                            f"{name:<15} regret@{last}={regret[last]:.4f} ({secs:.1f}s)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+    print("## Constrained cases: median normalised regret (vs. the constrained optimum) after n trials")
+    print("| K | case | noise | sampler | " + " | ".join(f"n={n}" for n in CHECKPOINTS[max(ks)]) + " |")
+    for (k, kind, noise, name), curves in sorted(results.items()):
+        cells = []
+        for n in CHECKPOINTS[k]:
+            vals = [c[n] for c in curves if n in c] or [c[max(c)] for c in curves if max(c) < n]
+            cells.append(f"{statistics.median(vals):.3f}" if vals else "-")
+        print(f"| {k} | {kind} | {noise} | {name} | " + " | ".join(cells) + " |")
+    print("\n## Trials after which the median regret stays at or below a level ('>N': not within N trials)")
+    for k in ks:
+        for kind in CASES:
+            for noise in noises:
+                row = []
+                for level in (0.1, 0.05):
+                    cells = []
+                    for name in names:
+                        curves = results.get((k, kind, noise, name))
+                        if not curves:
+                            continue
+                        curve = _median_curve([Run(name, k, kind, noise, 0, c, 0) for c in curves])
+                        n = _settled(curve, level)
+                        cells.append(f"{name} {'>' + str(max(curve)) if n is None else n}")
+                    row.append(f"<= {level}: " + ", ".join(cells))
+                print(f"K={k} {kind} noise={noise}: " + "; ".join(row))
     return 0
 
 

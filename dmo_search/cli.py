@@ -79,6 +79,12 @@ def _parse_weights(text: str, names: Sequence[str]) -> list[float]:
     return simplex.check_weights(values, len(names))
 
 
+def _feasible(cfg: Any, weights: Sequence[float], what: str) -> list[float]:
+    """``weights`` if they satisfy the config's ``search.constraints``; else an error naming each violation."""
+    constraints = cfg.constraints()
+    return list(weights) if constraints is None else constraints.check(weights, what)
+
+
 def _load_cfg(args: argparse.Namespace) -> Any:
     from dmo_search.config import apply_overrides, load_config
 
@@ -149,10 +155,12 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     else:
         cfg = _load_cfg(args)
     _log.info(f"study {cfg.study_name!r} in {cfg.storage_url()}")
+    warm = _warm_start(cfg, args) if not resume else None
     _quiet_hf()
     objective = make_objective(cfg.objective)
     if not resume and args.no_run:  # create the study for `dmo-search worker` processes, run nothing
         study = prepare_study(cfg, force=args.force)
+        _apply_warm_start(study, warm)
         _emit(_summary(study, cfg), args.json, f"study {cfg.study_name!r} ready in {cfg.storage_url()}; start workers")
         return 0
     _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
@@ -160,6 +168,7 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     try:
         if not resume:  # only now, with data and models valid: a bad input leaves no study behind
             study = prepare_study(cfg, force=args.force)
+            _apply_warm_start(study, warm)
             reap_stale_trials(study, say=_log.warning)
         run_study(study, cfg, backend, objective, n_trials=cfg.search.n_trials, progress=not args.quiet)
     finally:
@@ -167,6 +176,35 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     summary = _summary(study, cfg)
     _emit(summary, args.json, _human_best(summary, cfg.expert_names))
     return 0
+
+
+def _warm_start(cfg: Any, args: argparse.Namespace) -> Any:
+    """The warm start asked for by ``--warm-start`` (built before the study exists: a bad source leaves none)."""
+    if args.warm_start is None:
+        if args.warm_start_storage is not None:
+            raise ValueError("--warm-start-storage needs --warm-start STUDY")
+        return None
+    from dmo_search.warmstart import load_warm_start
+
+    warm = load_warm_start(cfg, args.warm_start, args.warm_start_storage)
+    m = warm.mapping
+    _log.info(
+        f"warm start from study {args.warm_start!r}: {warm.source['n_trials_used']} of its "
+        f"{warm.source['n_trials_seen']} completed trials; shared domains {m['shared']}"
+        + (f", new {m['new']}" if m["new"] else "")
+        + (f", dropped {m['dropped']}" if m["dropped"] else "")
+    )
+    return warm
+
+
+def _apply_warm_start(study: Any, warm: Any) -> None:
+    if warm is None:
+        return
+    from dmo_search.warmstart import enqueue_warm_start
+
+    n = enqueue_warm_start(study, warm)
+    if n:
+        _log.info(f"enqueued the source's {n} best mixtures; the GP's prior mean is the source's posterior mean")
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -243,7 +281,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dmo_search.study import evaluate_mixture
 
     cfg = _load_cfg(args)
-    weights = _parse_weights(args.weights, cfg.expert_names)
+    weights = _feasible(cfg, _parse_weights(args.weights, cfg.expert_names), "--weights")
     objective = make_objective(cfg.objective)
     _quiet_hf()
     backend = make_backend(cfg)
@@ -283,7 +321,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         cfg = _load_cfg(args)
         if args.weights is None:
             raise ValueError("export from a config needs --weights w1,...,wK")
-        weights = _parse_weights(args.weights, cfg.expert_names)
+        weights = _feasible(cfg, _parse_weights(args.weights, cfg.expert_names), "--weights")
     else:
         if args.weights is not None:
             raise ValueError("--weights is for export from a CONFIG; for a study use --trial N")
@@ -298,8 +336,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             if not matches or "weights" not in matches[0].user_attrs:
                 raise ValueError(f"study {args.source!r} has no trial {args.trial} with weights")
             weights, number = matches[0].user_attrs["weights"], args.trial
+        if weights is None:
+            raise ValueError(f"trial {number} of study {args.source!r} records no weights")
+        weights = _feasible(cfg, weights, f"trial {number}'s mixture (constraints changed since it ran?)")
         _log.info(f"exporting trial {number}")
-    assert weights is not None
     _quiet_hf()
     out = export_merged(cfg, weights, Path(args.out_dir))
     _emit(
@@ -467,6 +507,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p.add_argument("--force", action="store_true", help="continue a stored study even if its setup differs")
     p.add_argument("--no-run", action="store_true", help="only create (or check) the study; `worker`s run it")
+    p.add_argument(
+        "--warm-start",
+        metavar="STUDY",
+        help="start from another study's trials (domains matched by name): its best mixtures first, its "
+        "posterior mean as the GP's prior",
+    )
+    p.add_argument(
+        "--warm-start-storage",
+        metavar="URL",
+        help="the --warm-start study's DB (default: --storage/storage if set, else studies/STUDY/study.db)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("resume", cmd_resume, "continue STUDY from its DB")

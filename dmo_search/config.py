@@ -19,15 +19,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dmo_search import simplex
+from dmo_search.constraints import DataCaps, MixtureConstraints
 from dmo_search.merge_params import MergeMethodName, ParamValue, resolve_params
 from dmo_search.promote.config import PromotionConfig
-from dmo_search.sampling import SamplerName
+from dmo_search.sampling import CONSTRAINED_SAMPLERS, SamplerName
 
 __all__ = [
     "DEFAULT_EXCLUDE_FULL",
     "DEFAULT_EXCLUDE_LORA",
     "BackendConfig",
     "ConfigError",
+    "ConstraintsConfig",
+    "DataCapsConfig",
     "ExpertConfig",
     "LMEvalTaskConfig",
     "MergeConfig",
@@ -178,6 +181,45 @@ class ObjectiveConfig(_Frozen):
 DesignSpec = str | list[float] | dict[str, float]
 
 
+class DataCapsConfig(_Frozen):
+    """Finite-data caps: ``w_j <= max_epochs * domain_sizes[j] / sft_samples``."""
+
+    domain_sizes: dict[str, int] | None = Field(
+        default=None,
+        description="examples per domain (experts not listed are not capped); null = count the lines of "
+        "promotion.train_data",
+    )
+    sft_samples: int | None = Field(
+        default=None, ge=1, description="R, examples of the planned mixture-SFT run; null = promotion.n_examples"
+    )
+    max_epochs: float = Field(default=1.0, gt=0, description="E, the most passes over one domain's data")
+
+    @field_validator("domain_sizes")
+    @classmethod
+    def _positive(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        bad = {k: n for k, n in (v or {}).items() if n < 1}
+        if bad:
+            raise ValueError(f"domain_sizes must be >= 1 examples, got {bad}")
+        return v
+
+
+class GroupConstraintConfig(_Frozen):
+    """A linear constraint on the total weight of a group of domains."""
+
+    domains: list[str] = Field(min_length=1, description="expert names")
+    min: float | None = Field(default=None, ge=0, le=1, description="the group's total weight is at least this")
+    max: float | None = Field(default=None, ge=0, le=1, description="the group's total weight is at most this")
+
+
+class ConstraintsConfig(_Frozen):
+    """Hard constraints on the mixture weights (every proposal, design and exported mixture obeys them)."""
+
+    min_weight: dict[str, float] = Field(default_factory=dict, description="{expert: minimum weight}")
+    max_weight: dict[str, float] = Field(default_factory=dict, description="{expert: maximum weight}")
+    data_caps: DataCapsConfig | None = Field(default=None, description="caps from finite domain data")
+    groups: list[GroupConstraintConfig] = Field(default_factory=list, description="sum of a group's weights")
+
+
 class SearchConfig(_Frozen):
     """How mixtures are proposed."""
 
@@ -190,6 +232,10 @@ class SearchConfig(_Frozen):
             "mixtures enqueued as the first trials: 'centre', 'vertices', 'paper', 'grid:STEP', "
             "'dirichlet:N[:SEED]', a list of K weights, or {expert: weight}"
         ),
+    )
+    # None, not an empty section: configs stored by earlier versions have no such key.
+    constraints: ConstraintsConfig | None = Field(
+        default=None, description="hard constraints on the weights: bounds, data caps, groups (README: Constraints)"
     )
 
 
@@ -296,6 +342,26 @@ class StudyConfig(_Frozen):
         lora, full = default_exclusions(data["base_model"])
         return {**data, "merge": {"exclude_lora": lora, "exclude_full": full, **merge}}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _count_domain_sizes(cls, data: Any) -> Any:
+        """Unset ``data_caps.domain_sizes`` / ``sft_samples`` come from the promotion section (stored explicitly)."""
+        try:
+            caps = data["search"]["constraints"]["data_caps"]
+        except (KeyError, TypeError):
+            return data
+        if not isinstance(caps, dict):
+            return data
+        promo = data.get("promotion") if isinstance(data.get("promotion"), dict) else {}
+        caps = dict(caps)
+        if caps.get("sft_samples") is None and promo.get("n_examples") is not None:
+            caps["sft_samples"] = promo["n_examples"]
+        if caps.get("domain_sizes") is None and isinstance(promo.get("train_data"), dict):
+            caps["domain_sizes"] = {name: _count_lines(Path(path)) for name, path in promo["train_data"].items()}
+        search = dict(data["search"])
+        search["constraints"] = {**search["constraints"], "data_caps": caps}
+        return {**data, "search": search}
+
     @model_validator(mode="after")
     def _experts_ok(self) -> StudyConfig:
         if len(self.experts) < 2:
@@ -304,8 +370,16 @@ class StudyConfig(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"expert names must be unique, {dupes} repeat; rename them")
+        constraints = self.constraints()
+        if constraints is not None and self.search.sampler not in CONSTRAINED_SAMPLERS:
+            raise ValueError(
+                f"search.sampler {self.search.sampler!r} samples the whole simplex and cannot respect "
+                f"search.constraints; use {' or '.join(CONSTRAINED_SAMPLERS)}"
+            )
         for i, spec in enumerate(self.search.designs):
-            resolve_design(spec, names, where=f"search.designs[{i}]")
+            for w in resolve_design(spec, names, where=f"search.designs[{i}]"):
+                if constraints is not None and not isinstance(spec, str):
+                    constraints.check(w, f"search.designs[{i}]")
         missing = [n for n in names if self.promotion is not None and n not in self.promotion.train_data]
         if missing:  # entries for other domains are allowed (a shared promotion section) and unused
             raise ValueError(
@@ -324,15 +398,57 @@ class StudyConfig(_Frozen):
         """K, the number of mixture weights."""
         return len(self.experts)
 
+    def constraints(self) -> MixtureConstraints | None:
+        """``search.constraints`` over the experts (None when there are none).
+
+        Raises:
+            ValueError: an unknown expert name, missing data-cap inputs, or constraints no mixture satisfies
+                (:class:`dmo_search.constraints.InfeasibleConstraintsError`, with the arithmetic).
+        """
+        c = self.search.constraints
+        if c is None:
+            return None
+        caps = None
+        if c.data_caps is not None:
+            if c.data_caps.sft_samples is None:
+                raise ValueError(
+                    "search.constraints.data_caps needs sft_samples (R, the planned SFT examples) "
+                    "or promotion.n_examples"
+                )
+            if c.data_caps.domain_sizes is None:
+                raise ValueError(
+                    "search.constraints.data_caps needs domain_sizes {expert: examples} "
+                    "or promotion.train_data to count"
+                )
+            caps = DataCaps(c.data_caps.domain_sizes, c.data_caps.sft_samples, c.data_caps.max_epochs)
+        groups = [(g.domains, g.min, g.max) for g in c.groups]
+        built = MixtureConstraints.build(
+            self.expert_names, min_weight=c.min_weight, max_weight=c.max_weight, data_caps=caps, groups=groups
+        )
+        return None if built.is_trivial else built
+
     def storage_url(self) -> str:
         """The study DB URL: ``storage`` or the default SQLite file under ``studies/<name>/``."""
         return self.storage or default_storage(self.study_name)
 
     def designs(self) -> list[list[float]]:
-        """All configured designs resolved to weight vectors, in order, duplicates removed."""
+        """All configured designs resolved to weight vectors, in order, duplicates removed.
+
+        With constraints, a named design ('paper', 'grid:8', ...) loses its infeasible mixtures (logged)
+        and 'centre' is the feasible centre; listed mixtures were checked at load time.
+        """
+        from dmo_search.sampler import feasible_designs
+
+        constraints = self.constraints()
         out: list[list[float]] = []
         for i, spec in enumerate(self.search.designs):
-            for w in resolve_design(spec, self.expert_names, where=f"search.designs[{i}]"):
+            points = resolve_design(spec, self.expert_names, where=f"search.designs[{i}]")
+            if constraints is not None and isinstance(spec, str):
+                if spec == "centre":
+                    points = [constraints.centre()]
+                else:
+                    points = feasible_designs(points, constraints, f"search.designs[{i}] {spec!r}")
+            for w in points:
                 if not any(simplex.simplex_distance(w, o) < 1e-9 for o in out):
                     out.append(w)
         return out
@@ -340,6 +456,17 @@ class StudyConfig(_Frozen):
     def to_json(self) -> str:
         """The config as JSON (absolute paths), as stored in the study DB."""
         return self.model_dump_json()
+
+
+def _count_lines(path: Path) -> int:
+    """Non-empty lines of a JSONL file (its examples), for data caps."""
+    if not path.is_file():
+        raise ValueError(
+            f"search.constraints.data_caps counts promotion.train_data, but {path} does not exist; "
+            "fix the path or give data_caps.domain_sizes"
+        )
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def default_storage(study_name: str) -> str:

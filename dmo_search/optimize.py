@@ -19,11 +19,14 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from dmo_search import simplex
-from dmo_search.sampler import SimplexGPSampler
+from dmo_search.sampler import SimplexGPSampler, feasible_designs
 from dmo_search.sampling import make_sampler
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
+
+    from dmo_search.constraints import MixtureConstraints
+    from dmo_search.warmstart import WarmStart
 
 __all__ = ["SimplexOptimizationResult", "default_grid_design", "optimize_simplex"]
 
@@ -84,6 +87,8 @@ def optimize_simplex(
     n_objectives: int = 1,
     catch: tuple[type[Exception], ...] = (),
     show_progress_bar: bool = False,
+    constraints: MixtureConstraints | None = None,
+    warm_start: WarmStart | None = None,
 ) -> SimplexOptimizationResult:
     """Search the mixture weights that maximise (or minimise) ``fn``.
 
@@ -115,6 +120,12 @@ def optimize_simplex(
             multi-objective and the recommendation maximises their mean.
         catch: exception types of ``fn`` that mark a trial failed instead of stopping the search.
         show_progress_bar: show Optuna's progress bar. Defaults to :obj:`False`.
+        constraints: hard constraints on the weights (:class:`dmo_search.constraints.MixtureConstraints`):
+            ``gp-simplex`` proposes only feasible mixtures, ``grid`` drops infeasible designs (with a
+            message), listed ``designs`` must be feasible, cube samplers are refused.
+        warm_start: trials of an earlier study mapped onto these domains
+            (:func:`dmo_search.warmstart.warm_start_from_study`): recorded in the study, their best
+            mixtures enqueued first and their posterior mean used as the GP's prior mean.
 
     Returns:
         the recommended mixture, the best observed one and the study.
@@ -127,7 +138,12 @@ def optimize_simplex(
     if n_objectives < 1:
         raise ValueError(f"n_objectives must be >= 1, got n_objectives={n_objectives}")
     names = simplex.param_names(n_domains)
-    sampler_obj = make_sampler(sampler, n_domains, seed=seed) if isinstance(sampler, str) else sampler
+    if constraints is not None and constraints.n_domains != n_domains:
+        raise ValueError(f"constraints are over {constraints.n_domains} domains, not n_domains={n_domains}")
+    if isinstance(sampler, str):
+        sampler_obj = make_sampler(sampler, n_domains, seed=seed, constraints=constraints)
+    else:
+        sampler_obj = sampler
     direction = StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
     study = optuna.create_study(
         storage=storage,
@@ -138,7 +154,15 @@ def optimize_simplex(
     )
     if designs is None and sampler == "grid":
         designs = default_grid_design(n_domains, n_trials)
+        if constraints is not None and not constraints.is_trivial:
+            designs = feasible_designs(designs, constraints, "the grid design")
     checked = [simplex.check_weights(d, n_domains) for d in designs or []]
+    if constraints is not None:
+        checked = [constraints.check(w, f"designs[{i}]") for i, w in enumerate(checked)]
+    if warm_start is not None:
+        from dmo_search.warmstart import apply_warm_start
+
+        checked = [*apply_warm_start(study, warm_start), *checked]
 
     def n_waiting() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

@@ -61,6 +61,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from dmo_search import simplex
+from dmo_search.constraints import MixtureConstraints
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +70,9 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
 
-__all__ = ["INITIAL_DESIGNS", "WEIGHTS_SYSTEM_ATTR", "SimplexGPSampler"]
+    from dmo_search.warmstart import SourcePrior
+
+__all__ = ["INITIAL_DESIGNS", "WEIGHTS_SYSTEM_ATTR", "SimplexGPSampler", "feasible_designs"]
 
 _logger = logging.getLogger(__name__)
 
@@ -104,6 +107,7 @@ class _History:
         seen: ``s x K`` every mixture the study holds (any state), for the initial design.
         next_number: the number of trials in the study (the next trial's number when sampling
             outside a trial).
+        prior: a warm start's source points (:class:`dmo_search.warmstart.SourcePrior`), or None.
     """
 
     X: NDArray[np.float64]
@@ -111,6 +115,7 @@ class _History:
     pending: NDArray[np.float64]
     seen: NDArray[np.float64]
     next_number: int
+    prior: SourcePrior | None = None
 
 
 class SimplexGPSampler(BaseSampler):
@@ -154,6 +159,12 @@ class SimplexGPSampler(BaseSampler):
         n_mc_samples: quasi-Monte-Carlo samples of the acquisition function. Defaults to 128.
         independent_sampler: samples parameters other than the mixture's. Defaults to
             :obj:`None` (an :class:`optuna.samplers.RandomSampler` seeded with ``seed``).
+        constraints: hard linear constraints on the weights (:class:`MixtureConstraints`): every
+            proposal, design point and recommendation satisfies them. The designs become: the
+            centre (the uniform mixture if feasible, else the Chebyshev centre of the feasible set),
+            support points of uniform draws inside the feasible set, projected vertices; the
+            ``"paper"`` design loses its infeasible points (with a log message); a listed infeasible
+            mixture is refused. Defaults to :obj:`None` (the whole simplex).
 
     Raises:
         ValueError: for fewer than 2 domains, an unknown design name, a ``"paper"`` design for a K
@@ -171,11 +182,15 @@ class SimplexGPSampler(BaseSampler):
         raw_samples: int = 512,
         n_mc_samples: int = 128,
         independent_sampler: BaseSampler | None = None,
+        constraints: MixtureConstraints | None = None,
     ) -> None:
         self._n_domains = n_domains
         self._param_names = simplex.param_names(n_domains)  # validates n_domains
         self._seed = int(seed)
-        self._design_list = _design_list(n_domains, initial_design)
+        if constraints is not None and constraints.n_domains != n_domains:
+            raise ValueError(f"constraints are over {constraints.n_domains} domains, the sampler over {n_domains}")
+        self._constraints = None if constraints is None or constraints.is_trivial else constraints
+        self._design_list = _design_list(n_domains, initial_design, self._constraints)
         self._maximin = initial_design == "maximin"
         if n_startup_trials is None:
             by_name = isinstance(initial_design, str) and initial_design != "paper"
@@ -198,6 +213,11 @@ class SimplexGPSampler(BaseSampler):
     def n_domains(self) -> int:
         """K, the number of domains."""
         return self._n_domains
+
+    @property
+    def constraints(self) -> MixtureConstraints | None:
+        """The constraints every proposal satisfies (None: the whole simplex)."""
+        return self._constraints
 
     @property
     def n_startup_trials(self) -> int:
@@ -286,14 +306,29 @@ class SimplexGPSampler(BaseSampler):
         history = self._history(study, exclude_trial_id=None)
         if len(history.X) == 0:
             raise ValueError("no trial of the study is complete: there is nothing to recommend yet")
-        best_observed = history.X[int(np.argmax(history.Y.mean(axis=1)))]
-        if len(history.X) < max(self._n_startup_trials, 2):
+        best_observed = self._best_observed(history)
+        if len(history.X) < self._min_fit(history):
             return _as_weights(best_observed)
         try:
-            return _as_weights(self._maximise_posterior_mean(history))
+            return self._feasible(self._maximise_posterior_mean(history))
         except _model_errors() as e:
             _logger.warning(f"recommending the best observed mixture: the GP failed ({e!r})")
             return _as_weights(best_observed)
+
+    def _best_observed(self, history: _History) -> NDArray[np.float64]:
+        """The best observed mixture (a feasible one first, when the study has constraints)."""
+        order = np.argsort(-history.Y.mean(axis=1), kind="stable")
+        if self._constraints is not None:
+            feasible = [i for i in order if self._constraints.contains(history.X[i])]
+            order = np.asarray(feasible or order)
+        return history.X[int(order[0])]
+
+    def _feasible(self, w: NDArray[np.float64] | Sequence[float]) -> list[float]:
+        """:func:`_as_weights`, then onto the constraints if rounding left it just outside."""
+        out = _as_weights(w)
+        if self._constraints is not None and not self._constraints.contains(out, tol=1e-9):
+            out = self._constraints.project(out)
+        return out
 
     # ----------------------------------------------------------------------------------------------
     # Internals
@@ -322,25 +357,32 @@ class SimplexGPSampler(BaseSampler):
                 ys.append([signs[0] * t.intermediate_values[t.last_step]])
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.append(w)
+        from dmo_search.warmstart import stored_prior
+
         return _History(
             X=np.asarray(xs, dtype=np.float64).reshape(-1, k),
             Y=_clip_infinite(np.asarray(ys, dtype=np.float64).reshape(-1, len(signs))),
             pending=np.asarray(pending, dtype=np.float64).reshape(-1, k),
             seen=np.asarray(seen, dtype=np.float64).reshape(-1, k),
             next_number=len(trials),
+            prior=stored_prior(study, k) if len(signs) == 1 else None,
         )
 
+    def _min_fit(self, history: _History) -> int:
+        """Completed trials before the GP takes over: a warm start's prior replaces the initial design."""
+        return 2 if history.prior is not None else max(self._n_startup_trials, 2)
+
     def _propose(self, history: _History, *, q: int, number: int) -> list[list[float]]:
-        if len(history.X) >= max(self._n_startup_trials, 2):
+        if len(history.X) >= self._min_fit(history):
             try:
-                return [_as_weights(w) for w in self._bo_candidates(history, q=q, number=number)]
+                return [self._feasible(w) for w in self._bo_candidates(history, q=q, number=number)]
             except _model_errors() as e:
                 _logger.warning(f"trial {number}: the GP proposal failed ({e!r}); proposing a space-filling point")
         out: list[list[float]] = []
         seen = history.seen
         for _ in range(q):
             w = self._design_point(seen)
-            out.append(_as_weights(w))
+            out.append(self._feasible(w))
             seen = np.concatenate([seen, w[None, :]])
         return out
 
@@ -348,7 +390,7 @@ class SimplexGPSampler(BaseSampler):
         for w in self._design_list:
             if len(seen) == 0 or np.min(np.linalg.norm(seen - w, axis=1)) > _SAME_POINT:
                 return w
-        pool, pool_mean_dist = _design_pool(self._n_domains, self._seed)
+        pool, pool_mean_dist = _design_pool(self._n_domains, self._seed, self._constraints)
         to_seen = np.linalg.norm(pool[:, None, :] - seen[None, :, :], axis=-1)  # N x n
         if self._maximin:
             return pool[int(np.argmax(to_seen.min(axis=1)))]
@@ -369,7 +411,7 @@ class SimplexGPSampler(BaseSampler):
         with _torch_context(seed):
             X = torch.from_numpy(history.X)
             Y = torch.from_numpy(history.Y)
-            model = _fit_gp(X, Y)
+            model = _fit_gp(X, Y, prior=history.prior)
             acqf = self._acquisition(model, X, Y, history.pending, seed)
             anchors = _anchors(model, X)
             candidates = _maximise_on_simplex(
@@ -380,6 +422,7 @@ class SimplexGPSampler(BaseSampler):
                 seed=seed,
                 n_restarts=self._n_restarts,
                 raw_samples=self._raw_samples,
+                constraints=self._constraints,
             )
         return candidates
 
@@ -442,7 +485,7 @@ class SimplexGPSampler(BaseSampler):
         with _torch_context(seed):
             X = torch.from_numpy(history.X)
             Y = torch.from_numpy(history.Y)
-            model = _fit_gp(X, Y)
+            model = _fit_gp(X, Y, prior=history.prior)
             m = Y.shape[-1]
             transform = (
                 ScalarizedPosteriorTransform(weights=torch.full((m,), 1.0 / m, dtype=torch.float64)) if m > 1 else None
@@ -450,6 +493,10 @@ class SimplexGPSampler(BaseSampler):
             mean = PosteriorMean(model, posterior_transform=transform)
             with torch.no_grad():
                 observed = mean(X.unsqueeze(-2))
+            if self._constraints is not None:  # the best observed mixture must be a feasible one
+                inside = torch.tensor([self._constraints.contains(x) for x in history.X])
+                if bool(inside.any()):
+                    observed = torch.where(inside, observed, torch.full_like(observed, -torch.inf))
             best = int(torch.argmax(observed))
             candidate = _maximise_on_simplex(
                 mean,
@@ -459,6 +506,7 @@ class SimplexGPSampler(BaseSampler):
                 seed=seed,
                 n_restarts=self._n_restarts,
                 raw_samples=self._raw_samples,
+                constraints=self._constraints,
             )
             with torch.no_grad():
                 value = mean(torch.from_numpy(candidate).unsqueeze(-2))
@@ -475,14 +523,20 @@ class SimplexGPSampler(BaseSampler):
 # --------------------------------------------------------------------------------------------------
 
 
-def _design_list(n_domains: int, initial_design: str | Sequence[Sequence[float]]) -> list[NDArray[np.float64]]:
+def _design_list(
+    n_domains: int, initial_design: str | Sequence[Sequence[float]], constraints: MixtureConstraints | None = None
+) -> list[NDArray[np.float64]]:
+    c = constraints
     if isinstance(initial_design, str):
         if initial_design in ("space-filling", "maximin"):
-            points = [simplex.centre(n_domains)]
+            points = [c.centre() if c else simplex.centre(n_domains)]
         elif initial_design == "vertices":
-            points = [simplex.centre(n_domains), *simplex.vertices(n_domains)]
+            corners = simplex.vertices(n_domains)
+            points = [c.centre(), *(c.project(v) for v in corners)] if c else [simplex.centre(n_domains), *corners]
         elif initial_design == "paper":
             points = simplex.paper_design(n_domains)
+            if c is not None:
+                points = feasible_designs(points, c, "the paper's design")
         else:
             raise ValueError(
                 f"unknown initial_design {initial_design!r}; choose one of {', '.join(INITIAL_DESIGNS)} "
@@ -492,15 +546,46 @@ def _design_list(n_domains: int, initial_design: str | Sequence[Sequence[float]]
         points = [simplex.check_weights(w, n_domains) for w in initial_design]
         if not points:
             raise ValueError("initial_design is an empty list; pass mixtures or a design name")
-    return [np.asarray(p, dtype=np.float64) for p in points]
+        if c is not None:
+            points = [c.check(w, f"initial_design mixture {i}") for i, w in enumerate(points)]
+    unique: list[NDArray[np.float64]] = []
+    for p in points:
+        a = np.asarray(p, dtype=np.float64)
+        if not any(np.linalg.norm(a - u) <= _SAME_POINT for u in unique):
+            unique.append(a)
+    return unique
+
+
+def feasible_designs(
+    points: Sequence[Sequence[float]], constraints: MixtureConstraints, what: str
+) -> list[list[float]]:
+    """The points of a generated design that satisfy ``constraints``; logs how many were dropped.
+
+    Raises:
+        ValueError: when no point is feasible.
+    """
+    kept = [list(p) for p in points if constraints.contains(p)]
+    if len(kept) < len(points):
+        _logger.warning(
+            f"{what}: dropped {len(points) - len(kept)} of {len(points)} mixtures outside the constraints "
+            f"({constraints.describe()})"
+        )
+    if not kept:
+        raise ValueError(f"{what} has no mixture inside the constraints ({constraints.describe()}); use another design")
+    return kept
 
 
 @functools.lru_cache(maxsize=16)
-def _design_pool(n_domains: int, seed: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Uniform draws on the simplex that the initial designs pick from, and each draw's mean
-    distance to the others (both read-only)."""
+def _design_pool(
+    n_domains: int, seed: int, constraints: MixtureConstraints | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Uniform draws on the simplex (inside the constraints) that the initial designs pick from, and
+    each draw's mean distance to the others (both read-only)."""
     n = min(_POOL_PER_DOMAIN * n_domains, _POOL_MAX)
-    pool = np.random.default_rng(_derived_seed(seed, -1)).dirichlet(np.ones(n_domains), size=n)
+    if constraints is None:
+        pool = np.random.default_rng(_derived_seed(seed, -1)).dirichlet(np.ones(n_domains), size=n)
+    else:
+        pool = constraints.sample(n, seed=_derived_seed(seed, -1))
     mean_dist = np.linalg.norm(pool[:, None, :] - pool[None, :, :], axis=-1).mean(axis=1)
     pool.setflags(write=False)
     mean_dist.setflags(write=False)
@@ -589,13 +674,23 @@ def _torch_context(seed: int) -> Iterator[None]:
         yield
 
 
-def _fit_gp(X: torch.Tensor, Y: torch.Tensor) -> SingleTaskGP:
+def _fit_gp(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    prior: SourcePrior | None = None,
+) -> SingleTaskGP:
     """Fit a GP (``n x K`` weights -> ``n x M`` values) by maximum a posteriori.
 
     BoTorch's ``SingleTaskGP`` with standardised outcomes, an inferred noise and the
     dimension-scaled lengthscale prior of [Hvarfner2024vanilla]_, on a Matern-5/2 kernel (BoTorch's
     default is the RBF kernel, whose infinitely smooth samples make it overconfident between points
     of a function that is steep near the faces, as data-mixing laws are).
+
+    With ``prior`` (a warm start's source points, one objective), the prior mean is
+    ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over the
+    shared domains ``S``, ``m = sum w_S`` (the prior fades where new domains take the weight), ``c``
+    and ``s`` fitted with the rest (``s`` has a ``N(0.7, 0.5)`` prior: related studies correlate
+    positively).
     """
     import torch
     from botorch.fit import fit_gpytorch_mll
@@ -608,10 +703,59 @@ def _fit_gp(X: torch.Tensor, Y: torch.Tensor) -> SingleTaskGP:
     covar = get_covar_module_with_dim_scaled_prior(
         ard_num_dims=X.shape[-1], batch_shape=torch.Size([m]) if m > 1 else None, use_rbf_kernel=False
     )
-    model = SingleTaskGP(X, Y, covar_module=covar, outcome_transform=Standardize(m=m))
+    mean = _prior_mean(*_source_gp(*prior.key()), shared=prior.shared) if prior is not None and m == 1 else None
+    model = SingleTaskGP(X, Y, covar_module=covar, mean_module=mean, outcome_transform=Standardize(m=m))
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
     return model
+
+
+@functools.lru_cache(maxsize=4)
+def _source_gp(x_bytes: bytes, y_bytes: bytes, shared: tuple[int, ...]) -> tuple[SingleTaskGP, float, float]:
+    """A warm start's source GP (over the shared domains), fitted once per process, with its values'
+    mean and standard deviation."""
+    import torch
+
+    X = torch.from_numpy(np.frombuffer(x_bytes, dtype=np.float64).reshape(-1, len(shared)).copy())
+    y = torch.from_numpy(np.frombuffer(y_bytes, dtype=np.float64).reshape(-1, 1).copy())
+    with _torch_context(0):
+        model = _fit_gp(X, y)
+    sd = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
+    return model, float(y.mean()), sd
+
+
+def _prior_mean_class() -> type:
+    import gpytorch
+    import torch
+
+    class PriorMean(gpytorch.means.Mean):
+        """``constant + scale * m * (m_src(x_S / m) - mu) / sd`` with ``m = sum x_S``; the source GP is
+        fixed (not a submodule)."""
+
+        def __init__(self, source: SingleTaskGP, mu: float, sd: float, shared: tuple[int, ...]) -> None:
+            super().__init__()
+            self._source = [source]  # a list, so the source's hyper-parameters are not trained
+            self._mu, self._sd = mu, sd
+            self._shared = list(shared)
+            self.register_parameter("constant", torch.nn.Parameter(torch.zeros((), dtype=torch.float64)))
+            self.register_parameter("scale", torch.nn.Parameter(torch.full((), 0.7, dtype=torch.float64)))
+            self.register_prior("scale_prior", gpytorch.priors.NormalPrior(0.7, 0.5), "scale")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            xs = x[..., self._shared]
+            mass = xs.sum(dim=-1, keepdim=True)
+            m = self._source[0].posterior(xs / mass.clamp_min(1e-9)).mean.squeeze(-1)
+            return self.constant + self.scale * mass.squeeze(-1) * (m - self._mu) / self._sd
+
+    return PriorMean
+
+
+_prior_mean_cls = functools.cache(_prior_mean_class)
+
+
+def _prior_mean(source: SingleTaskGP, mu: float, sd: float, *, shared: tuple[int, ...]) -> Any:
+    """The warm-start prior mean module (its class is built on first use: gpytorch is imported lazily)."""
+    return _prior_mean_cls()(source, mu, sd, shared)
 
 
 def _anchors(model: SingleTaskGP, X: torch.Tensor, n: int = 3) -> torch.Tensor:
@@ -632,6 +776,7 @@ def _maximise_on_simplex(
     seed: int,
     n_restarts: int,
     raw_samples: int,
+    constraints: MixtureConstraints | None = None,
 ) -> NDArray[np.float64]:
     """Maximise ``acqf`` over ``q`` points of the simplex (sequential greedy for ``q > 1``).
 
@@ -643,6 +788,7 @@ def _maximise_on_simplex(
         seed: seeds the starts.
         n_restarts: SLSQP starts.
         raw_samples: uniform draws scored to choose the starts.
+        constraints: per-domain bounds and group rows (bounds and inequality constraints of SLSQP).
 
     Returns:
         ``q x K`` candidates on the simplex (clipped and renormalised by :func:`_as_weights` later).
@@ -651,8 +797,12 @@ def _maximise_on_simplex(
     from botorch.optim import optimize_acqf
 
     k = n_domains
-    bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
+    if constraints is None:
+        bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
+    else:
+        bounds = torch.tensor([constraints.lower, constraints.upper], dtype=torch.float64)
     sum_to_one = [(torch.arange(k), torch.ones(k, dtype=torch.float64), 1.0)]
+    inequalities = constraints.botorch_inequalities() if constraints is not None else None
     candidates, _ = optimize_acqf(
         acqf,
         bounds=bounds,
@@ -660,7 +810,10 @@ def _maximise_on_simplex(
         num_restarts=n_restarts,
         raw_samples=raw_samples,
         equality_constraints=sum_to_one,
-        ic_generator=functools.partial(_simplex_initial_conditions, anchors=anchors, seed=seed),
+        inequality_constraints=inequalities or None,
+        ic_generator=functools.partial(
+            _simplex_initial_conditions, anchors=anchors, seed=seed, constraints=constraints
+        ),
         sequential=q > 1,
         options={"maxiter": 200},
         retry_on_optimization_warning=False,
@@ -677,13 +830,16 @@ def _simplex_initial_conditions(
     *,
     anchors: torch.Tensor,
     seed: int,
+    constraints: MixtureConstraints | None = None,
     **_unused: Any,
 ) -> torch.Tensor:
     """Starts for SLSQP on the simplex (an ``ic_generator`` for ``optimize_acqf``).
 
     Scores ``raw_samples`` uniform draws, ``raw_samples // 2`` draws on random faces, the vertices and
     perturbations of ``anchors``, and picks ``num_restarts`` of them by Boltzmann sampling on the
-    acquisition value (the best is always kept).
+    acquisition value (the best is always kept). With ``constraints`` the uniform draws are drawn inside
+    the feasible set and the other points are projected onto its bounds (those outside a group row
+    are dropped).
 
     Returns:
         ``num_restarts x q x K`` starts, each row on the simplex.
@@ -705,6 +861,12 @@ def _simplex_initial_conditions(
         for scale in (0.02, 0.1):
             centre = a[rng.integers(len(a), size=max(raw_samples // 8, 1))]
             parts.append(simplex.project_to_simplex(centre + rng.normal(scale=scale, size=centre.shape)))
+    if constraints is not None:
+        cloud = constraints.sample(4 * raw_samples, seed=0)  # drawn once per process (cached), subsampled here
+        inside = cloud[rng.choice(len(cloud), size=raw_samples, replace=False)]
+        extra = constraints.project_boxes(np.concatenate(parts[1:]))
+        keep = [x for x in extra if constraints.contains(x)]
+        parts = [inside, *([np.asarray(keep)] if keep else [])]
     pool = np.concatenate(parts)
     n = (len(pool) // q) * q
     X = torch.from_numpy(pool[rng.permutation(len(pool))[:n]]).to(bounds).reshape(-1, q, k)

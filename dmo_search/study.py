@@ -177,7 +177,7 @@ def _sampler_for(cfg: StudyConfig, n_existing: int) -> optuna.samplers.BaseSampl
     joins a study with trials offsets their seed by the trial count (else a resumed random sampler would
     replay the first proposals); gp-simplex derives everything from (seed, trial number) already."""
     offset = 0 if cfg.search.sampler == "gp-simplex" else n_existing
-    return make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed + offset)
+    return make_sampler(cfg.search.sampler, cfg.n_domains, seed=cfg.search.seed + offset, constraints=cfg.constraints())
 
 
 def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
@@ -342,7 +342,7 @@ def recommended_weights(study: optuna.Study, cfg: StudyConfig) -> list[float] | 
 
     sampler = study.sampler
     if not isinstance(sampler, SimplexGPSampler):
-        sampler = SimplexGPSampler(cfg.n_domains, seed=cfg.search.seed)
+        sampler = SimplexGPSampler(cfg.n_domains, seed=cfg.search.seed, constraints=cfg.constraints())
     return sampler.recommend(study)
 
 

@@ -99,6 +99,49 @@ def test_bad_weights_message(launched: dict[str, Any], capsys: pytest.CaptureFix
     assert "expected 3 weights" in capsys.readouterr().err
 
 
+def test_launch_with_warm_start_records_the_source_and_runs_its_best_first(
+    toy_world: Any, launched: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+
+    out = launched["out"]
+    cfg = small_config(toy_world.root, out, name="w", n_trials=3, sampler="gp-simplex")
+    argv = ["launch", str(cfg), "--quiet", "--json", "--warm-start", "c", "--warm-start-storage", launched["storage"]]
+    data = _json(capsys, argv)
+    assert data["counts"] == {"COMPLETE": 3}
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{out / 'w.db'}")
+    rec = study.user_attrs["warm_start"]
+    assert rec["source"]["study"] == "c" and rec["source"]["storage"] == launched["storage"]
+    assert rec["mapping"] == {"shared": ["add", "count", "sort"], "new": [], "dropped": []}
+    source = optuna.load_study(study_name="c", storage=launched["storage"])
+    best = max(source.trials, key=lambda t: t.value)
+    assert study.trials[0].params == pytest.approx(best.params)  # the source's best mixture runs first
+    # a missing source fails before anything is created
+    bad = small_config(toy_world.root, out, name="w2", n_trials=1)
+    assert (
+        main(["launch", str(bad), "--quiet", "--warm-start", "nope", "--warm-start-storage", launched["storage"]]) == 1
+    )
+    assert "no study 'nope' to warm-start from" in capsys.readouterr().err
+    assert not (out / "w2.db").exists()
+
+
+def test_eval_refuses_a_mixture_outside_the_constraints(
+    toy_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    cfg = small_config(toy_world.root, tmp_path, name="k", sampler="gp-simplex")
+    raw = yaml.safe_load(cfg.read_text())
+    raw["search"]["constraints"] = {"max_weight": {"add": 0.2}}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["eval", str(cfg), "--weights", "0.5,0.25,0.25"]) == 1
+    err = capsys.readouterr().err
+    assert "--weights violates the study's constraints: w[add] = 0.5 > max 0.2" in err
+    assert "nearest feasible mixture is add=0.2000, count=0.4000, sort=0.4000" in err
+    assert main(["export", str(cfg), str(tmp_path / "x"), "--weights", "0.5,0.25,0.25"]) == 1
+    assert "violates" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_sigkill_then_resume(toy_world: Any, tmp_path: Path) -> None:
     """Kill `launch` mid-trial with SIGKILL, then `resume`: the budget completes, the killed trial is
     FAILED (not RUNNING forever), nothing completed is lost and trial numbers never repeat."""

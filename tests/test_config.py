@@ -142,3 +142,67 @@ def test_committed_toy_config_is_valid() -> None:
     cfg = load_config(Path(__file__).parents[1] / "configs" / "toy.yaml")
     assert cfg.n_domains >= 3
     assert {e.kind for e in cfg.experts} == {"lora", "full"}
+
+
+def _constrained(**constraints: Any) -> dict[str, Any]:
+    return _raw(search={"sampler": "gp-simplex", "constraints": constraints})
+
+
+def test_constraints_parse_into_bounds_caps_and_groups() -> None:
+    cfg = parse_config(
+        _constrained(
+            min_weight={"a": 0.1},
+            max_weight={"b": 0.6},
+            data_caps={"domain_sizes": {"c": 500}, "sft_samples": 2000, "max_epochs": 2},
+            groups=[{"domains": ["a", "b"], "max": 0.8}],
+        )
+    )
+    c = cfg.constraints()
+    assert c is not None and c.names == ("a", "b", "c")
+    assert c.lower == (0.1, 0.0, 0.0) and c.upper == pytest.approx((1.0, 0.6, 0.5))
+    assert c.describe() == "0.1 <= w[a] <= 1; 0 <= w[b] <= 0.6; 0 <= w[c] <= 0.5; 0 <= w[a] + w[b] <= 0.8"
+    assert parse_config(_raw()).constraints() is None
+
+
+def test_data_caps_count_the_promotion_data_and_are_stored_explicitly(tmp_path: Path) -> None:
+    for name, n in (("a", 30), ("b", 50), ("c", 400)):
+        (tmp_path / f"{name}.jsonl").write_text('{"prompt": "p", "answers": ["x"]}\n' * n + "\n")
+    raw = _constrained(data_caps={"max_epochs": 2})
+    raw["promotion"] = {"train_data": {n: f"{n}.jsonl" for n in "abc"}, "n_examples": 200}
+    cfg = parse_config(raw, base_dir=tmp_path)
+    caps = cfg.search.constraints.data_caps  # type: ignore[union-attr]
+    assert caps.domain_sizes == {"a": 30, "b": 50, "c": 400} and caps.sft_samples == 200
+    assert cfg.constraints().upper == pytest.approx((0.3, 0.5, 1.0))  # type: ignore[union-attr]
+    assert '"domain_sizes":{"a":30,"b":50,"c":400}' in cfg.to_json()  # re-validation does not re-read files
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (_constrained(min_weight={"a": 0.6, "b": 0.6}), "the minimum weights sum to 0.6 (a) + 0.6 (b) = 1.2 > 1"),
+        (_constrained(max_weight={"zz": 0.5}), "unknown domains ['zz']"),
+        (
+            _constrained(data_caps={"domain_sizes": {"a": 10, "b": 10, "c": 10}, "sft_samples": 1000}),
+            "1 epochs x 10 examples / 1000 SFT samples = 0.01",
+        ),
+        (_constrained(data_caps={"domain_sizes": {"a": 10}}), "needs sft_samples"),
+        (_raw(search={"sampler": "tpe", "constraints": {"max_weight": {"a": 0.5}}}), "cannot respect"),
+        (
+            _raw(search={"designs": [[0.8, 0.1, 0.1]], "constraints": {"max_weight": {"a": 0.5}}}),
+            "search.designs[0] violates the study's constraints: w[a] = 0.8 > max 0.5",
+        ),
+    ],
+)
+def test_bad_constraints_are_refused_with_the_reason(raw: dict[str, Any], shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert shown in str(info.value)
+
+
+def test_named_designs_drop_infeasible_mixtures_and_centre_moves_inside() -> None:
+    cfg = parse_config(_raw(search={"designs": ["centre", "paper"], "constraints": {"max_weight": {"a": 0.2}}}))
+    designs = cfg.designs()
+    c = cfg.constraints()
+    assert c is not None and all(c.contains(w) for w in designs)
+    assert designs[0] == pytest.approx([0.2, 0.4, 0.4])
+    assert 1 < len(designs) < 22

@@ -207,6 +207,7 @@ def promote(
         min_distance=promotion.min_distance,
         seed=promotion.seed,
         recommended=recommended,
+        constraints=cfg.constraints(),
     )
     spec = train_spec(promotion)
     store = PromotionStore(cfg.storage_url(), study.study_name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import optuna
@@ -21,6 +21,9 @@ from numpy.typing import NDArray
 from optuna.trial import TrialState
 
 from dmo_search import simplex
+
+if TYPE_CHECKING:
+    from dmo_search.constraints import MixtureConstraints
 
 __all__ = ["Candidate", "calibration_points", "diverse_top", "select_candidates"]
 
@@ -69,12 +72,19 @@ def diverse_top(
 
 
 def calibration_points(
-    m: int, n_domains: int, *, avoid: Sequence[Sequence[float]] = (), seed: int = 0, pool_size: int = 4096
+    m: int,
+    n_domains: int,
+    *,
+    avoid: Sequence[Sequence[float]] = (),
+    seed: int = 0,
+    pool_size: int = 4096,
+    constraints: MixtureConstraints | None = None,
 ) -> list[list[float]]:
     """``m`` mixtures spread over the simplex, far from ``avoid`` and from each other.
 
     Greedy max-min selection from a seeded pool of Dirichlet(1) draws plus the vertices and centre:
     each new point maximises its distance to the nearest point already placed (``avoid`` included).
+    With ``constraints`` the pool is drawn inside them and the vertices and centre are projected.
 
     Args:
         m: how many points.
@@ -82,6 +92,7 @@ def calibration_points(
         avoid: mixtures already promoted (``n x K``).
         seed: seeds the pool; the same seed gives the same points.
         pool_size: Dirichlet draws in the pool.
+        constraints: hard constraints every point satisfies.
     """
     if m <= 0:
         return []
@@ -89,6 +100,9 @@ def calibration_points(
     pool: NDArray[np.float64] = np.vstack(
         [rng.dirichlet(np.ones(n_domains), size=pool_size), np.eye(n_domains), np.full((1, n_domains), 1 / n_domains)]
     )
+    if constraints is not None:
+        corners = [constraints.project(x) for x in pool[pool_size:]]
+        pool = np.vstack([constraints.sample(pool_size, seed=seed), np.asarray(corners)])
     placed = np.asarray(avoid, dtype=np.float64).reshape(-1, n_domains)
     if len(placed):
         nearest = np.min(np.linalg.norm(pool[:, None, :] - placed[None, :, :], axis=-1), axis=1)
@@ -128,6 +142,7 @@ def select_candidates(
     min_distance: float,
     seed: int = 0,
     recommended: Sequence[float] | None = None,
+    constraints: MixtureConstraints | None = None,
 ) -> list[Candidate]:
     """The mixtures to promote: ``top`` diverse best candidates, then ``calibration`` spread ones.
 
@@ -139,6 +154,8 @@ def select_candidates(
         min_distance: minimum Euclidean distance between any two promoted mixtures (top picks).
         seed: seeds the calibration design.
         recommended: the study's recommended mixture (argmax of the posterior mean), added to the pool.
+        constraints: the study's constraints: top picks outside them (trials run before they were set)
+            are skipped, calibration mixtures are drawn inside them.
 
     Raises:
         ValueError: the study has no completed trial, is multi-objective, or ``top``/``calibration`` < 0.
@@ -173,7 +190,12 @@ def select_candidates(
             _log.warning(f"ranking promotion candidates by observed values: the GP failed ({e!r})")
     if ranked_by == "observed":
         pool = X
+    if constraints is not None:  # infeasible mixtures cannot win: rank them last, then drop them
+        inside = [constraints.contains(x) for x in pool]
+        scores = [s if ok else -np.inf for s, ok in zip(scores, inside, strict=True)]
     picks = diverse_top(pool.tolist(), scores, top, min_distance=min_distance) if top else []
+    if constraints is not None:
+        picks = [i for i in picks if np.isfinite(scores[i])]
     if len(picks) < top:
         _log.warning(f"only {len(picks)} candidate(s) at least {min_distance} apart; promoting those")
     out = [
@@ -187,6 +209,7 @@ def select_candidates(
         )
         for i in picks
     ]
-    for w in calibration_points(calibration, n_domains, avoid=[c.weights for c in out], seed=seed):
+    placed = [c.weights for c in out]
+    for w in calibration_points(calibration, n_domains, avoid=placed, seed=seed, constraints=constraints):
         out.append(Candidate(w, "calibration", None, "design", None, None))
     return out

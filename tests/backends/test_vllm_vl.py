@@ -71,9 +71,7 @@ def engine(cfg: StudyConfig) -> Iterator[VLLMBackend]:
 
 def _answers(backend: Any, world: TinyVLWorld) -> list[str]:
     prompts = [backend.format_prompt(p, chat=True, n_images=1) for p in world.prompts]
-    out: list[str] = backend.generate(
-        prompts, max_new_tokens=6, batch_size=4, images=[[im] for im in world.images]
-    )
+    out: list[str] = backend.generate(prompts, max_new_tokens=6, batch_size=4, images=[[im] for im in world.images])
     return out
 
 

@@ -65,3 +65,17 @@ def test_select_candidates_falls_back_to_observed_values() -> None:
     assert [c.trial_number for c in cands[:2]] == [1, 0]
     with pytest.raises(ValueError, match="no completed trial"):
         select_candidates(optuna.create_study(), 3, top=1, calibration=0, min_distance=0.1)
+
+
+def test_constraints_keep_top_picks_and_calibration_mixtures_inside() -> None:
+    from dmo_search.constraints import MixtureConstraints
+
+    c = MixtureConstraints.build(["a", "b", "c"], max_weight={"a": 0.5}, min_weight={"c": 0.1})
+    rng = np.random.default_rng(0)
+    pts = [[float(x) for x in r] for r in rng.dirichlet(np.ones(3), size=12)]
+    # the best observed mixtures have a > 0.5 (run before the constraints were set): they are not promoted
+    vals = [float(p[0]) for p in pts]
+    cands = select_candidates(_study(pts, vals), 3, top=2, calibration=3, min_distance=0.1, seed=0, constraints=c)
+    assert [c_.role for c_ in cands].count("calibration") == 3
+    assert all(c.contains(x.weights) for x in cands), [x.weights for x in cands]
+    assert len(calibration_points(5, 3, seed=1, constraints=c)) == 5
