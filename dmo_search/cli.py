@@ -105,6 +105,7 @@ def _summary(study: Any, cfg: Any) -> dict[str, Any]:
 
     recs = trial_records(study)
     best = best_record(study)
+    constraints = cfg.constraints()
     counts: dict[str, int] = {}
     for r in recs:
         counts[r.state] = counts.get(r.state, 0) + 1
@@ -117,6 +118,8 @@ def _summary(study: Any, cfg: Any) -> dict[str, Any]:
         "best": best.to_dict() if best else None,
         "recommended": recommended_weights(study, cfg),
         "sampler": cfg.search.sampler,
+        "constraints": None if constraints is None else constraints.describe(),
+        "warm_start": (study.user_attrs.get("warm_start") or {}).get("source"),
     }
 
 
@@ -137,6 +140,11 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
     rec = summary.get("recommended")
     if rec is not None and summary.get("sampler") == "gp-simplex":
         lines.append(f"recommended mixture (argmax of the GP posterior mean): {_fmt_weights(names, rec)}")
+    if summary.get("constraints"):
+        lines.append(f"constraints: {summary['constraints']}")
+    warm = summary.get("warm_start")
+    if warm:
+        lines.append(f"warm-started from study {warm.get('study')!r} ({warm.get('storage', '?')})")
     return "\n".join(lines)
 
 

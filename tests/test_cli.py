@@ -113,6 +113,7 @@ def test_launch_with_warm_start_records_the_source_and_runs_its_best_first(
     rec = study.user_attrs["warm_start"]
     assert rec["source"]["study"] == "c" and rec["source"]["storage"] == launched["storage"]
     assert rec["mapping"] == {"shared": ["add", "count", "sort"], "new": [], "dropped": []}
+    assert data["warm_start"]["study"] == "c"  # `best`/`status` say where the prior came from
     source = optuna.load_study(study_name="c", storage=launched["storage"])
     best = max(source.trials, key=lambda t: t.value)
     assert study.trials[0].params == pytest.approx(best.params)  # the source's best mixture runs first

@@ -3,10 +3,10 @@
 The same pattern as :mod:`dmo_search.objectives.lm_eval_adapter`: lmms-eval's own task code builds
 the requests, :class:`BackendLMMS` sends them to the engine that already serves the candidate (no new
 engine, no response cache), images included (``doc_to_visual`` of the request's document, placed by
-the chat template). Not yet an objective type: see the README's Objectives section for what is missing.
+the chat template). Used by the ``lmms_eval`` objective (:mod:`dmo_search.objectives.lmms`).
 
-lmms-eval needs torchvision, which does not load next to a CPU torch 2.13; its evaluator and this
-class import without it when lmms-eval is installed with ``--no-deps`` (plus loguru and tenacity).
+The set-up installs lmms-eval ``--no-deps`` (plus loguru and tenacity) next to torch + torchvision;
+its evaluator needs ``filelock < 4`` (pinned in ``pyproject.toml``).
 """
 
 from __future__ import annotations
