@@ -686,12 +686,21 @@ def _fit_gp(
     default is the RBF kernel, whose infinitely smooth samples make it overconfident between points
     of a function that is steep near the faces, as data-mixing laws are).
 
-    With ``prior`` (a warm start's source points, one objective), the prior mean is
-    ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over the
-    shared domains ``S``, ``m = sum w_S`` (the prior fades where new domains take the weight), ``c``
-    and ``s`` fitted with the rest (``s`` has a ``N(0.7, 0.5)`` prior: related studies correlate
-    positively).
+    With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
+    mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over
+    the shared domains ``S``, ``m = sum w_S`` (the prior fades where new domains take the weight),
+    ``c`` and ``s`` fitted with the rest (``s`` has a ``N(0.7, 0.5)`` prior: related studies correlate
+    positively). The GP whose fitted marginal likelihood (with hyper-parameter priors) is higher is
+    returned: the source steers the search while the new data agree with it, and stops when they do not.
     """
+    plain = _fit_one(X, Y, None)
+    if prior is None or Y.shape[-1] != 1:
+        return plain
+    warm = _fit_one(X, Y, _prior_mean(*_source_gp(*prior.key()), shared=prior.shared))
+    return warm if _log_evidence(warm) >= _log_evidence(plain) else plain
+
+
+def _fit_one(X: torch.Tensor, Y: torch.Tensor, mean: Any) -> SingleTaskGP:
     import torch
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
@@ -703,11 +712,24 @@ def _fit_gp(
     covar = get_covar_module_with_dim_scaled_prior(
         ard_num_dims=X.shape[-1], batch_shape=torch.Size([m]) if m > 1 else None, use_rbf_kernel=False
     )
-    mean = _prior_mean(*_source_gp(*prior.key()), shared=prior.shared) if prior is not None and m == 1 else None
     model = SingleTaskGP(X, Y, covar_module=covar, mean_module=mean, outcome_transform=Standardize(m=m))
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
     return model
+
+
+def _log_evidence(model: SingleTaskGP) -> float:
+    """The fitted model's marginal log-likelihood per datum, hyper-parameter log-priors included."""
+    import torch
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    model.train()
+    try:
+        with torch.no_grad():
+            out = model(*model.train_inputs)
+            return float(ExactMarginalLogLikelihood(model.likelihood, model)(out, model.train_targets).sum())
+    finally:
+        model.eval()
 
 
 @functools.lru_cache(maxsize=4)

@@ -35,6 +35,9 @@ class MixtureData:
 def load_train_set(path: Path) -> list[Example]:
     """Read a training JSONL of ``{"prompt": str, "answers": [str, ...]}`` (``answer``/``answers`` str ok).
 
+    Vision-language rows add ``"images": [path, ...]`` (or ``"image": path``); relative paths are
+    resolved against the JSONL's folder and must exist.
+
     Raises:
         ValueError: the file is missing, empty, or a line is malformed (names the file and line).
     """
@@ -53,7 +56,17 @@ def load_train_set(path: Path) -> list[Example]:
             answers = [answers]
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not answers:
             raise ValueError(f'{path}:{n}: each line needs "prompt" (a string) and "answers" (a non-empty list)')
-        out.append({"prompt": row["prompt"], "answers": [str(a) for a in answers]})
+        example: Example = {"prompt": row["prompt"], "answers": [str(a) for a in answers]}
+        images = row.get("images", [row["image"]] if "image" in row else [])
+        if images:
+            if isinstance(images, str) or not all(isinstance(i, str) for i in images):
+                raise ValueError(f'{path}:{n}: "images" must be a list of image paths')
+            resolved = [str(p if (p := Path(i)).is_absolute() else (path.parent / p).resolve()) for i in images]
+            missing = [i for i in resolved if not Path(i).is_file()]
+            if missing:
+                raise ValueError(f"{path}:{n}: image files not found: {missing}")
+            example["images"] = resolved
+        out.append(example)
     if not out:
         raise ValueError(f"training file {path} holds no examples; fix promotion.train_data")
     return out

@@ -2,8 +2,12 @@
 what a run (or another machine) produced into a checkpoint the study's backend loads.
 
 The local run uses the experts' loop (:func:`dmo_search.promote.train.train_loop`): answer tokens
-only, prompts through the same chat template the objective uses. The LoRA is merged into the base
-and saved as a full checkpoint (``model/``, with the tokenizer) next to the adapter (``adapter/``).
+only, prompts through the same chat template the objective uses. Vision-language bases (Qwen2-VL,
+...) train the same way on rows that carry ``images``: the base's processor expands each image into
+its placeholder tokens and pixel tensors, the LoRA covers the recipe's target modules (by default the
+language model's linear layers). The LoRA is merged into the base and saved as a full checkpoint
+(``model/``, with the tokenizer and, for vision-language models, the processor) next to the adapter
+(``adapter/``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from dmo_search.promote.config import RecipeConfig
-from dmo_search.promote.train import Row, train_loop
+from dmo_search.promote.train import Row, VisionRow, train_loop
 
 __all__ = [
     "SFTError",
     "SFTResult",
     "encode_examples",
+    "encode_vision_examples",
     "materialize_model",
     "run_external",
     "train_lora_sft",
@@ -58,26 +63,61 @@ def encode_examples(tokenizer: Any, examples: Sequence[Mapping[str, Any]], *, ch
     return rows
 
 
-def _save_checkpoint(model: Any, tokenizer: Any, dest: Path) -> Path:
+def encode_vision_examples(processor: Any, examples: Sequence[Mapping[str, Any]], *, chat: bool) -> list[VisionRow]:
+    """As :func:`encode_examples` for a vision-language model: the prompt (with one image part per
+    image of the row) goes through the processor, which expands each image into its placeholder
+    tokens and returns its pixel tensors."""
+    import torch
+    from PIL import Image
+
+    from dmo_search.backends.base import chat_prompt
+
+    tokenizer = processor.tokenizer
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise SFTError("the base tokenizer has no eos token; SFT needs one to end answers")
+    rows: list[VisionRow] = []
+    for ex in examples:
+        images = [Image.open(p).convert("RGB") for p in ex.get("images") or []]
+        text = chat_prompt(tokenizer, str(ex["prompt"]), chat=chat, n_images=len(images))
+        enc = processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=False)
+        p = [int(t) for t in enc["input_ids"][0]]
+        a = tokenizer(str(ex["answers"][0]), add_special_tokens=False)["input_ids"]
+        ids = [*p, *a, eos]
+        extras = {}
+        for key, value in enc.items():
+            if key in ("input_ids", "attention_mask") or not hasattr(value, "shape"):
+                continue
+            if value.dim() == 2 and value.shape == (1, len(p)):  # per token (mm_token_type_ids): 0 on the answer
+                value = torch.cat([value[0], value.new_zeros(len(ids) - len(p))])
+            extras[key] = value
+        rows.append((ids, len(p), extras))
+    return rows
+
+
+def _save_checkpoint(model: Any, tokenizer: Any, dest: Path, processor: Any = None) -> Path:
     """Save to ``dest`` atomically (a temporary sibling renamed at the end): a crash leaves no half model."""
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     tokenizer.padding_side = "left"
+    if processor is not None:
+        processor.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
 
 
-def _check_text_model(base_model: Path) -> None:
+def _processor(base_model: Path) -> Any:
+    """The base's processor when it is a vision-language model, else None."""
     from dmo_search.models import is_vision_language
 
-    if is_vision_language(base_model):
-        raise SFTError(
-            f"{base_model} is a vision-language model: local promotion SFT trains text models only; "
-            "set promotion.command to an external trainer (e.g. LLaMA-Factory) or use `dmo-search promote ingest`"
-        )
+    if not is_vision_language(base_model):
+        return None
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(base_model))
 
 
 def train_lora_sft(
@@ -92,15 +132,16 @@ def train_lora_sft(
     """Train a LoRA on ``examples`` from ``base_model`` and save the merged checkpoint.
 
     Args:
-        base_model: the study's base checkpoint (a text causal LM).
-        examples: ``{"prompt", "answers"}`` rows (the first answer is the target).
+        base_model: the study's base checkpoint (a causal LM, or a vision-language model).
+        examples: ``{"prompt", "answers"}`` rows (the first answer is the target), with ``images``
+            (paths) for a vision-language base.
         out_dir: the run folder; gets ``adapter/`` and ``model/`` (merged, with the tokenizer).
         recipe: rank, alpha, dropout, target modules, learning rate, steps, batch size.
         chat: wrap prompts in the tokenizer's chat template (the objective's ``chat_template``).
         seed: seeds LoRA initialisation and the batch order.
 
     Raises:
-        SFTError: a vision-language base, or no example.
+        SFTError: no example, or images for a text-only base.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -108,14 +149,21 @@ def train_lora_sft(
 
     from dmo_search.models import load_model
 
-    _check_text_model(base_model)
     if not examples:
         raise SFTError("the mixture has no training example; check the weights and promotion.train_data")
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    tokenizer: Any = AutoTokenizer.from_pretrained(str(base_model))
+    processor = _processor(base_model)
+    rows: list[Row] | list[VisionRow]
+    if processor is not None:
+        tokenizer: Any = processor.tokenizer
+        rows = encode_vision_examples(processor, examples, chat=chat)
+    else:
+        if any(ex.get("images") for ex in examples):
+            raise SFTError(f"training rows carry images but {base_model} is not a vision-language model")
+        tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+        rows = encode_examples(tokenizer, examples, chat=chat)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = encode_examples(tokenizer, examples, chat=chat)
     model: Any = load_model(base_model)
     lcfg = LoraConfig(
         r=recipe.rank,
@@ -132,7 +180,7 @@ def train_lora_sft(
     shutil.rmtree(out_dir / "adapter", ignore_errors=True)
     model.save_pretrained(str(out_dir / "adapter"))
     merged = model.merge_and_unload()
-    model_dir = _save_checkpoint(merged, tokenizer, out_dir / "model")
+    model_dir = _save_checkpoint(merged, tokenizer, out_dir / "model", processor)
     return SFTResult(model_dir, time.perf_counter() - t0, loss)
 
 
@@ -158,7 +206,7 @@ def materialize_model(path: Path, base_model: Path, dest: Path) -> Path:
     base: Any = load_model(base_model)
     merged = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     tokenizer: Any = AutoTokenizer.from_pretrained(str(base_model))
-    return _save_checkpoint(merged, tokenizer, dest)
+    return _save_checkpoint(merged, tokenizer, dest, _processor(base_model))
 
 
 def run_external(

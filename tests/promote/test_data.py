@@ -66,3 +66,15 @@ def test_load_train_set(tmp_path: Path) -> None:
         load_train_set(tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="does not exist"):
         load_train_set(tmp_path / "missing.jsonl")
+
+
+def test_image_paths_resolve_against_the_jsonl_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"png")
+    (tmp_path / "t.jsonl").write_text(
+        '{"prompt": "p", "answers": ["x"], "image": "a.png"}\n{"prompt": "q", "answers": ["y"]}\n'
+    )
+    rows = load_train_set(tmp_path / "t.jsonl")
+    assert rows[0]["images"] == [str(tmp_path / "a.png")] and "images" not in rows[1]
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "answers": ["x"], "images": ["nope.png"]}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: image files not found"):
+        load_train_set(tmp_path / "bad.jsonl")
