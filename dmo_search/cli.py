@@ -409,6 +409,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     study, cfg = load_study(name, args.storage)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if ingest:
+        if args.full_validation:
+            raise ValueError("--full-validation is for a promotion; `promote ingest` scores on the study's subsets")
         if not args.weights or not args.model:
             raise ValueError("`promote ingest` needs --weights w1,...,wK and --model PATH (a checkpoint or adapter)")
         weights = _parse_weights(args.weights, cfg.expert_names)
@@ -424,7 +426,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise ValueError(
             f"study {name!r} has no promotion: section; pass --config YAML holding one (see README: Promotion)"
         )
-    recs = promote(study, cfg, promotion, top=args.top, calibration=args.calibration, output_dir=out_dir, say=_log.info)
+    recs = promote(
+        study,
+        cfg,
+        promotion,
+        top=args.top,
+        calibration=args.calibration,
+        output_dir=out_dir,
+        full_validation=args.full_validation,
+        say=_log.info,
+    )
     _emit([r.to_dict() for r in recs], args.json, promotions_text(recs))
     failed = [r for r in recs if r.status != "done"]
     if failed:
@@ -583,6 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="where runs write data and models (default promotion.output_dir)")
     p.add_argument("--weights", help="ingest: the mixture the model was trained on, w1,...,wK or name=w,...")
     p.add_argument("--model", help="ingest: the trained checkpoint or peft adapter folder")
+    p.add_argument(
+        "--full-validation",
+        action="store_true",
+        help="also score every SFT model and merged proxy on all validation examples (report shows both)",
+    )
 
     p = add("report", cmd_report, "proxy-vs-SFT rank correlation, regret and recommended mixture of STUDY")
     p.add_argument("study", help="study name")

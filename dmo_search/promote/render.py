@@ -70,4 +70,12 @@ def report_text(rep: PromotionReport) -> str:
         _corr("Kendall tau", rep.kendall),
         f"top-1 regret (best SFT - SFT of the proxy's pick): {_num(rep.top1_regret)}",
     ]
+    if rep.full_validation is not None:
+        f = rep.full_validation
+        lines += [
+            f"on the full validation sets ({f['n_scored']} mixtures):",
+            "  " + _corr("Spearman rho", Correlation(**f["spearman"])),
+            "  " + _corr("Kendall tau", Correlation(**f["kendall"])),
+            f"  top-1 regret: {_num(f['top1_regret'])}",
+        ]
     return "\n".join(lines)

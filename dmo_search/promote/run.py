@@ -96,6 +96,21 @@ def _fill_proxies(
         )
 
 
+def _fill_full_proxies(
+    cfg: StudyConfig, store: PromotionStore, recs: list[PromotionRecord], full: Objective, say: Say
+) -> None:
+    """Score the merged proxy of each mixture on every validation example (``--full-validation``)."""
+    from dmo_search.promote.score import score_mixtures
+
+    todo = [r for r in recs if r.proxy_full_value is None]
+    if not todo:
+        return
+    say(f"scoring the merged proxy of {len(todo)} mixture(s) on the full validation sets ...")
+    scores = score_mixtures(cfg, [list(r.weights.values()) for r in todo], full)
+    for r, s in zip(todo, scores, strict=True):
+        store.update(r.run_key, proxy_full_value=s.value, proxy_full_value_se=s.value_se, proxy_full_scores=s.scores)
+
+
 def _train_one(
     cfg: StudyConfig, p: PromotionConfig, rec: PromotionRecord, run_dir: Path, train_sets: dict[str, Any]
 ) -> dict[str, Any]:
@@ -131,19 +146,26 @@ def _train_one(
     }
 
 
-def _score_one(cfg: StudyConfig, store: PromotionStore, rec: PromotionRecord, objective: Objective) -> PromotionRecord:
-    from dmo_search.promote.score import score_model
+def _score_one(
+    cfg: StudyConfig, store: PromotionStore, rec: PromotionRecord, objective: Objective, full: Objective | None = None
+) -> PromotionRecord:
+    """Score the run's model on the study's subsets (unless done) and, with ``full``, on every example."""
+    from dmo_search.promote.score import score_model_many
 
     assert rec.model_dir is not None
-    s = score_model(cfg, Path(rec.model_dir), objective)
-    return store.update(
-        rec.run_key,
-        status="done",
-        sft_value=s.value,
-        sft_value_se=s.value_se,
-        sft_scores=s.scores,
-        eval_seconds=s.eval_seconds,
-    )
+    need_subset = rec.status != "done"
+    need_full = full is not None and rec.sft_full_value is None
+    objectives = [o for o, needed in ((objective, need_subset), (full, need_full)) if needed and o is not None]
+    scores = score_model_many(cfg, Path(rec.model_dir), objectives)
+    fields: dict[str, Any] = {}
+    if need_subset:
+        s = scores.pop(0)
+        fields.update(status="done", sft_value=s.value, sft_value_se=s.value_se, sft_scores=s.scores)
+        fields["eval_seconds"] = s.eval_seconds
+    if need_full:
+        s = scores.pop(0)
+        fields.update(sft_full_value=s.value, sft_full_value_se=s.value_se, sft_full_scores=s.scores)
+    return store.update(rec.run_key, **fields)
 
 
 def _objective(study: optuna.Study, cfg: StudyConfig) -> Objective:
@@ -163,6 +185,7 @@ def promote(
     top: int,
     calibration: int,
     output_dir: Path | None = None,
+    full_validation: bool = False,
     say: Say = _log.info,
 ) -> list[PromotionRecord]:
     """Promote ``top`` best and ``calibration`` spread mixtures of ``study``: train and score each.
@@ -178,6 +201,8 @@ def promote(
         calibration: calibration mixtures spread over the simplex.
         output_dir: where runs write data and models; default ``promotion.output_dir`` or
             :func:`default_output_dir`.
+        full_validation: also score each SFT model and each merged proxy on every validation example
+            (runs done earlier get these scores without retraining).
         say: progress lines.
 
     Returns:
@@ -198,6 +223,11 @@ def promote(
         )
     out_root = Path(output_dir or promotion.output_dir or default_output_dir(cfg))
     objective = _objective(study, cfg)
+    full = None
+    if full_validation:
+        from dmo_search.promote.score import full_objective
+
+        full = full_objective(cfg)
     recommended = recommended_weights(study, cfg) if top else None
     candidates = select_candidates(
         study,
@@ -229,23 +259,30 @@ def promote(
         recs = [r for k in keys if (r := store.get(k)) is not None]
         say(f"promoting {len(recs)} mixture(s): " + ", ".join(f"{r.role} {_short(r.weights)}" for r in recs))
         _fill_proxies(study, cfg, store, recs, objective, say)
+        if full is not None:
+            _fill_full_proxies(cfg, store, recs, full, say)
         train_sets = {n: load_train_set(Path(promotion.train_data[n])) for n in cfg.expert_names}
         for i, key in enumerate(keys, start=1):
             rec = store.get(key)
             assert rec is not None
             tag = f"[{i}/{len(keys)}] {rec.role} {_short(rec.weights)}"
-            if rec.status == "done":
+            if rec.status == "done" and (full is None or rec.sft_full_value is not None):
                 say(f"{tag}: done earlier (SFT {rec.sft_value:.4f}); not retrained")
                 continue
             try:
-                if rec.status == "trained" and rec.model_dir and (Path(rec.model_dir) / "config.json").is_file():
+                trained = rec.status in ("trained", "done") and rec.model_dir
+                if trained and (Path(str(rec.model_dir)) / "config.json").is_file():
                     say(f"{tag}: trained earlier; scoring")
                 else:
                     say(f"{tag}: training ...")
                     rec = store.update(key, **_train_one(cfg, promotion, rec, out_root / key, train_sets))
                     say(f"{tag}: trained in {rec.train_seconds:.1f}s; scoring ...")
-                rec = _score_one(cfg, store, rec, objective)
-                say(f"{tag}: SFT {rec.sft_value:.4f} (proxy {rec.proxy_value:.4f}), eval {rec.eval_seconds:.1f}s")
+                rec = _score_one(cfg, store, rec, objective, full)
+                full_note = "" if full is None else f"; full validation: SFT {rec.sft_full_value:.4f}"
+                say(
+                    f"{tag}: SFT {rec.sft_value:.4f} (proxy {rec.proxy_value:.4f}), eval {rec.eval_seconds:.1f}s"
+                    + full_note
+                )
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
     from dmo_search.objectives import Objective, ObjectiveResult
 
-__all__ = ["Score", "score_mixtures", "score_model", "scoring_config"]
+__all__ = ["Score", "full_objective", "score_mixtures", "score_model", "score_model_many", "scoring_config"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,13 @@ class Score:
         return cls(result.value, result.value_se, dict(result.scores), seconds)
 
 
+def full_objective(cfg: StudyConfig) -> Objective:
+    """The study's objective on every validation example (no subset, no fidelities)."""
+    from dmo_search.objectives import make_objective
+
+    return make_objective(cfg.objective.model_copy(update={"subset_size": None, "fidelities": None}))
+
+
 def scoring_config(cfg: StudyConfig, model_dir: Path) -> StudyConfig:
     """``cfg`` with ``model_dir`` as its base model (the backend then serves that checkpoint)."""
     return cfg.model_copy(update={"base_model": Path(model_dir).resolve()})
@@ -43,13 +50,21 @@ def scoring_config(cfg: StudyConfig, model_dir: Path) -> StudyConfig:
 
 def score_model(cfg: StudyConfig, model_dir: Path, objective: Objective) -> Score:
     """Score the checkpoint at ``model_dir`` with ``objective`` on the study's backend."""
+    return score_model_many(cfg, model_dir, [objective])[0]
+
+
+def score_model_many(cfg: StudyConfig, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:
+    """Score the checkpoint at ``model_dir`` with each objective, on one start of the study's backend."""
     from dmo_search.backends import make_backend
 
     backend = make_backend(scoring_config(cfg, model_dir))
     try:
-        t0 = time.perf_counter()
-        result = objective.evaluate(backend)
-        return Score.of(result, time.perf_counter() - t0)
+        out = []
+        for objective in objectives:
+            t0 = time.perf_counter()
+            result = objective.evaluate(backend)
+            out.append(Score.of(result, time.perf_counter() - t0))
+        return out
     finally:
         backend.close()
 

@@ -61,6 +61,9 @@ class PromotionReport:
     proxy_pick: dict[str, Any] | None
     best_sft: dict[str, Any] | None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    full_validation: dict[str, Any] | None = None
+    """Proxy vs SFT on every validation example (``promote --full-validation``): ``n_scored``,
+    ``spearman``, ``kendall``, ``top1_regret``; None when no run has both full scores."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -194,8 +197,22 @@ def compute_report(
         regret = top1_regret(proxy, sft)
         pick = brief(scored[int(np.argmax(proxy))])
         best = brief(scored[int(np.argmax(sft))])
+    full = [p for p in promotions if getattr(p, "proxy_full_value", None) is not None]
+    full = [p for p in full if getattr(p, "sft_full_value", None) is not None]
+    full_section = None
+    if full:
+        fx = [float(p.proxy_full_value) for p in full]  # type: ignore[attr-defined]
+        fy = [float(p.sft_full_value) for p in full]  # type: ignore[attr-defined]
+        f_rho, f_tau = rank_correlations(fx, fy, n_boot=n_boot, seed=seed, level=level)
+        full_section = {
+            "n_scored": len(full),
+            "spearman": asdict(f_rho),
+            "kendall": asdict(f_tau),
+            "top1_regret": top1_regret(fx, fy),
+        }
     return PromotionReport(
         study_name=study_name,
+        full_validation=full_section,
         recommended=recommended,
         n_promotions=len(promotions),
         n_scored=len(scored),

@@ -3,7 +3,8 @@
 SQLAlchemy Core on the study's own URL (SQLite or PostgreSQL). Optuna ignores tables it does not
 own, so ``optuna.load_study`` and optuna-dashboard read the DB as before. The schema is versioned in
 ``dmo_schema_version`` (one row per component); a DB written by a newer schema is refused with a
-message naming both versions.
+message naming both versions, an older one is upgraded in place when a store opens it (version 2 added
+the full-validation columns) and read as it is by :func:`load_promotions`.
 
 :func:`load_promotions` is the read API (the dashboard uses it); :class:`PromotionStore` writes.
 """
@@ -30,8 +31,8 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the ``dmo_promotions`` schema this code writes."""
+SCHEMA_VERSION = 2
+"""Version of the ``dmo_promotions`` schema this code writes (2: full-validation scores)."""
 _COMPONENT = "promotions"
 
 Role = Literal["top", "calibration", "ingested"]
@@ -63,6 +64,13 @@ _table = sa.Table(
     sa.Column("sft_value", sa.Float),
     sa.Column("sft_value_se", sa.Float),
     sa.Column("sft_scores", sa.Text),
+    # version 2: scores on every validation example (`promote --full-validation`)
+    sa.Column("proxy_full_value", sa.Float),
+    sa.Column("proxy_full_value_se", sa.Float),
+    sa.Column("proxy_full_scores", sa.Text),
+    sa.Column("sft_full_value", sa.Float),
+    sa.Column("sft_full_value_se", sa.Float),
+    sa.Column("sft_full_scores", sa.Text),
     sa.Column("data_mode", sa.String(16)),
     sa.Column("data_counts", sa.Text),  # JSON {domain: n}
     sa.Column("train_spec", sa.Text),  # JSON of what defines the training run
@@ -75,7 +83,26 @@ _table = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("study_name", "run_key", name="uq_dmo_promotions_run"),
 )
-_JSON_FIELDS = ("weights", "proxy_scores", "sft_scores", "data_counts", "train_spec")
+_JSON_FIELDS = (
+    "weights",
+    "proxy_scores",
+    "sft_scores",
+    "proxy_full_scores",
+    "sft_full_scores",
+    "data_counts",
+    "train_spec",
+)
+# Columns each schema version added, for the in-place upgrade of an older table.
+_ADDED_IN = {
+    2: (
+        "proxy_full_value",
+        "proxy_full_value_se",
+        "proxy_full_scores",
+        "sft_full_value",
+        "sft_full_value_se",
+        "sft_full_scores",
+    )
+}
 
 
 class SchemaVersionError(RuntimeError):
@@ -98,6 +125,7 @@ class PromotionRecord:
         proxy_value, proxy_value_se, proxy_scores: the merged-expert proxy's aggregate, its bootstrap SE
             and per-domain scores; ``proxy_source`` says where they come from (``trial N`` or ``evaluated``).
         sft_value, sft_value_se, sft_scores: the same for the trained SFT model.
+        proxy_full_*, sft_full_*: the same on every validation example (``promote --full-validation``).
         data_mode, data_counts: how the mixture data was built, and examples per domain.
         train_spec: the training recipe and data settings of the run.
         final_loss: the last training loss (local runs).
@@ -122,6 +150,12 @@ class PromotionRecord:
     sft_value: float | None = None
     sft_value_se: float | None = None
     sft_scores: dict[str, float] | None = None
+    proxy_full_value: float | None = None
+    proxy_full_value_se: float | None = None
+    proxy_full_scores: dict[str, float] | None = None
+    sft_full_value: float | None = None
+    sft_full_value_se: float | None = None
+    sft_full_scores: dict[str, float] | None = None
     data_mode: str | None = None
     data_counts: dict[str, int] | None = None
     train_spec: dict[str, Any] | None = None
@@ -196,6 +230,21 @@ def ensure_version(conn: Connection, url: str, *, component: str, version: int, 
         conn.execute(sa.insert(_version_table).values(component=component, version=version))
 
 
+def _upgrade(conn: Connection, found: int | None) -> None:
+    """Add the columns later versions added to an existing ``dmo_promotions`` and record the version."""
+    if found is None or found >= SCHEMA_VERSION:
+        return
+    have = {c["name"] for c in sa.inspect(conn).get_columns("dmo_promotions")}
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        for name in _ADDED_IN.get(version, ()):
+            if name not in have:
+                col_type = _table.c[name].type.compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE dmo_promotions ADD COLUMN {name} {col_type}"))
+    conn.execute(
+        sa.update(_version_table).where(_version_table.c.component == _COMPONENT).values(version=SCHEMA_VERSION)
+    )
+
+
 def schema_version(storage_url: str) -> int | None:
     """The promotion schema version stored in the DB (None when no promotion table was created)."""
     engine = _engine(storage_url)
@@ -220,8 +269,10 @@ def load_promotions(storage_url: str, study_name: str) -> list[PromotionRecord]:
             if not sa.inspect(conn).has_table("dmo_promotions"):
                 return []
             check_version(read_version(conn), storage_url)
+            have = {c["name"] for c in sa.inspect(conn).get_columns("dmo_promotions")}  # an older schema: fewer
+            cols = [c for c in _table.c if c.name in have]
             rows = conn.execute(
-                sa.select(_table).where(_table.c.study_name == study_name).order_by(_table.c.id)
+                sa.select(*cols).where(_table.c.study_name == study_name).order_by(_table.c.id)
             ).mappings()
             return [_from_row(r) for r in rows]
     finally:
@@ -244,8 +295,10 @@ class PromotionStore:
 
     def _ensure_schema(self) -> None:
         with self.engine.begin() as conn:
+            found = read_version(conn) if sa.inspect(conn).has_table("dmo_promotions") else None
             ensure_version(conn, self.url, component=_COMPONENT, version=SCHEMA_VERSION, what="promotions")
             _meta.create_all(conn, checkfirst=True)
+            _upgrade(conn, found)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

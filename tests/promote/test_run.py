@@ -123,3 +123,37 @@ def test_promote_without_a_promotion_section(
     assert main(["promote", "p", "--storage", promoted["storage"], "--config", str(bare)]) == 1
     err = capsys.readouterr().err
     assert "no promotion: section" in err and "--config" in err
+
+
+def test_full_validation_scores_every_example_without_retraining(
+    promoted: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dmo_search.backends.hf import HFBackend
+    from dmo_search.config import load_config
+    from dmo_search.promote.score import full_objective, scoring_config
+
+    storage = promoted["storage"]
+    before = {r.run_key: r for r in load_promotions(storage, "p") if r.role != "ingested"}
+    argv = ["promote", "p", "--storage", storage, "--top", "1", "--calibration", "1", "--full-validation", "--json"]
+    _run(capsys, argv)
+    after = {r.run_key: r for r in load_promotions(storage, "p") if r.role != "ingested"}
+    assert set(after) == set(before)
+    for key, rec in after.items():
+        assert (
+            rec.train_seconds == before[key].train_seconds and rec.sft_value == before[key].sft_value
+        )  # not retrained
+        assert rec.sft_full_value is not None and rec.proxy_full_value is not None
+    # the stored full score is the objective on every validation example, computed independently here
+    cfg = load_config(promoted["cfg"])
+    rec = next(iter(after.values()))
+    objective = full_objective(cfg)
+    backend = HFBackend(scoring_config(cfg, Path(str(rec.model_dir))))
+    try:
+        result = objective.evaluate(backend)
+    finally:
+        backend.close()
+    assert result.value == pytest.approx(rec.sft_full_value, abs=1e-12)
+    assert all(n > 10 for n in result.n_examples.values())  # the study's subsets hold 10 per domain
+    rep = _run(capsys, ["report", "p", "--storage", storage, "--json"])
+    assert rep["full_validation"]["n_scored"] == len(after) and "estimate" in rep["full_validation"]["spearman"]
+    assert "on the full validation sets" in _run(capsys, ["report", "p", "--storage", storage])

@@ -66,3 +66,40 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         load_promotions(url, "s")
     with pytest.raises(SchemaVersionError):
         PromotionStore(url, "s")
+
+
+def test_a_version_1_table_is_read_as_is_and_upgraded_when_a_store_opens_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    engine = sa.create_engine(url)
+    v1 = (
+        "CREATE TABLE dmo_promotions (id INTEGER PRIMARY KEY, study_name VARCHAR(512) NOT NULL, "
+        "run_key VARCHAR(64) NOT NULL, role VARCHAR(16) NOT NULL, status VARCHAR(16) NOT NULL, weights TEXT NOT NULL, "
+        "trial_number INTEGER, rank_score FLOAT, ranked_by VARCHAR(32), proxy_value FLOAT, proxy_value_se FLOAT, "
+        "proxy_scores TEXT, proxy_source VARCHAR(64), sft_value FLOAT, sft_value_se FLOAT, sft_scores TEXT, "
+        "data_mode VARCHAR(16), data_counts TEXT, train_spec TEXT, final_loss FLOAT, train_seconds FLOAT, "
+        "eval_seconds FLOAT, model_dir TEXT, error TEXT, created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, "
+        "CONSTRAINT uq_dmo_promotions_run UNIQUE (study_name, run_key))"
+    )
+    with engine.begin() as conn:  # the schema version 1 wrote, with one finished run
+        conn.execute(sa.text(v1))
+        conn.execute(sa.text("CREATE TABLE dmo_schema_version (component VARCHAR(64) PRIMARY KEY, version INTEGER)"))
+        conn.execute(sa.text("INSERT INTO dmo_schema_version VALUES ('promotions', 1)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO dmo_promotions (study_name, run_key, role, status, weights, proxy_value, sft_value, "
+                "created_at, updated_at) VALUES ('s', 'k', 'top', 'done', '{\"a\": 1.0}', 0.4, 0.5, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    (old,) = load_promotions(url, "s")  # read-only: no upgrade, the new fields are None
+    assert old.sft_value == 0.5 and old.sft_full_value is None and schema_version(url) == 1
+    store = PromotionStore(url, "s")
+    try:
+        assert schema_version(url) == SCHEMA_VERSION == 2
+        rec = store.update("k", sft_full_value=0.6, sft_full_scores={"a": 0.6})
+        assert rec.sft_value == 0.5 and rec.sft_full_value == 0.6 and rec.sft_full_scores == {"a": 0.6}
+    finally:
+        store.close()
+    PromotionStore(url, "s").close()  # opening an upgraded table again changes nothing
+    assert load_promotions(url, "s")[0].sft_full_value == 0.6
