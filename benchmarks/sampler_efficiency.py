@@ -570,6 +570,8 @@ def constrained_main(args: argparse.Namespace) -> int:
         n_gp = cps[-1]
         rec_every = sorted(set(cps) | set(range(k + 1, n_gp + 1, 2 if k <= 4 else 3)))
         for kind in CASES:
+            if kind == "group" and k < 3:
+                continue  # a group of every domain is the simplex itself
             for seed in range(n_seeds):
                 case = make_case(kind, make_landscape("interior", k, seed), seed)
                 for noise in noises:
@@ -587,16 +589,23 @@ def constrained_main(args: argparse.Namespace) -> int:
                             flush=True,
                         )
     print("## Constrained cases: median normalised regret (vs. the constrained optimum) after n trials")
-    print("| K | case | noise | sampler | " + " | ".join(f"n={n}" for n in CHECKPOINTS[max(ks)]) + " |")
-    for (k, kind, noise, name), curves in sorted(results.items()):
-        cells = []
-        for n in CHECKPOINTS[k]:
-            vals = [c[n] for c in curves if n in c] or [c[max(c)] for c in curves if max(c) < n]
-            cells.append(f"{statistics.median(vals):.3f}" if vals else "-")
-        print(f"| {k} | {kind} | {noise} | {name} | " + " | ".join(cells) + " |")
+    for k in ks:
+        print(f"\n### K={k}")
+        print("| case | noise | sampler | " + " | ".join(f"n={n}" for n in CHECKPOINTS[k]) + " |")
+        print("|" + "---|" * (len(CHECKPOINTS[k]) + 3))
+        for (k_, kind, noise, name), curves in sorted(results.items()):
+            if k_ != k:
+                continue
+            cells = []
+            for n in CHECKPOINTS[k]:
+                vals = [c[n] for c in curves if n in c] or [c[max(c)] for c in curves if max(c) < n]
+                cells.append(f"{statistics.median(vals):.3f}" if vals else "-")
+            print(f"| {kind} | {noise} | {name} | " + " | ".join(cells) + " |")
     print("\n## Trials after which the median regret stays at or below a level ('>N': not within N trials)")
     for k in ks:
         for kind in CASES:
+            if kind == "group" and k < 3:
+                continue
             for noise in noises:
                 row = []
                 for level in (0.1, 0.05):
