@@ -8,7 +8,9 @@ source; then the target is searched by gp-simplex cold (space-filling design, th
 mean as the GP's prior mean). Two domain mappings:
 
 * ``same``: the source studied the same K domains;
-* ``subset``: the source studied K-1 of them (the target adds a domain the source never saw).
+* ``subset``: the source studied K-1 of them (the target adds a domain the source never saw). ``warm``
+  is the default there (designs only: with a new domain the prior is off by default);
+  ``warm+prior`` forces the prior on.
 
 Printed: the median normalised regret of the recommendation after n target trials, and the trials after
 which the median stays at or below 0.1 and 0.05, for cold and warm.
@@ -130,8 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 src = optimize_simplex(src_fn, src_k, args.source_trials, seed=seed + 1000)
                 src.study.set_user_attr("expert_names", src_names)
-                warm = warm_start_from_study(src.study, names)
-                for label, ws in (("cold", None), ("warm", warm)):
+                warm = warm_start_from_study(src.study, names)  # the default: prior only without new domains
+                variants: list[tuple[str, WarmStart | None]] = [("cold", None), ("warm", warm)]
+                if mapping == "subset":
+                    variants.append(("warm+prior", warm_start_from_study(src.study, names, prior=True)))
+                for label, ws in variants:
                     if mapping == "subset" and label == "cold":
                         curves.setdefault((k, mapping, label), []).append(curves[(k, "same", "cold")][-1])
                         continue
@@ -156,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("|" + "---|" * (len(shown) + 4))
         for mapping in MAPPINGS:
-            for label in ("cold", "warm"):
+            for label in ("cold", "warm", "warm+prior"):
                 cs = curves.get((k, mapping, label))
                 if not cs:
                     continue

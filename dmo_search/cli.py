@@ -212,7 +212,12 @@ def _apply_warm_start(study: Any, warm: Any) -> None:
 
     n = enqueue_warm_start(study, warm)
     if n:
-        _log.info(f"enqueued the source's {n} best mixtures; the GP's prior mean is the source's posterior mean")
+        prior = (
+            "the GP's prior mean is the source's posterior mean"
+            if warm.use_prior
+            else "no GP prior (the source lacks some of this study's experts)"
+        )
+        _log.info(f"enqueued the source's {n} best mixtures; {prior}")
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

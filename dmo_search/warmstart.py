@@ -10,7 +10,9 @@ used twice:
   model's score scale still helps, and a misleading one is scaled down). The source GP lives on the
   shared domains only: a new mixture ``w`` is read as its shared part ``w_S / m`` (``m = sum w_S``)
   and the prior there is shrunk by ``m`` towards the source's average, so the prior says nothing at a
-  new domain's vertex, where the source has no data (see :class:`dmo_search.sampler.SimplexGPSampler`);
+  new domain's vertex, where the source has no data (see :class:`dmo_search.sampler.SimplexGPSampler`).
+  By default the prior is used only when the source covers every domain of the new study: with a new
+  domain it misled more than it helped in ``benchmarks/warm_start.py``;
 * as **designs**: the source's best mixtures (a domain the source lacks at its uniform share ``1/K``),
   projected onto the new study's constraints, are the new study's first trials, in place of the
   space-filling design.
@@ -83,6 +85,8 @@ class WarmStart:
         source: where the trials came from (study name, storage, domains, trial counts).
         mapping: ``shared`` domains, ``new`` ones (no source data: weight 0 in every mapped point)
             and ``dropped`` source domains.
+        use_prior: whether the GP takes the source's posterior mean as its prior mean (else the
+            source only gives the first designs).
     """
 
     names: tuple[str, ...]
@@ -91,6 +95,7 @@ class WarmStart:
     designs: tuple[tuple[float, ...], ...]
     source: dict[str, Any]
     mapping: dict[str, list[str]]
+    use_prior: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON stored in the study (:data:`WARM_START_ATTR`)."""
@@ -101,6 +106,7 @@ class WarmStart:
             "X": [list(x) for x in self.X],
             "Y": list(self.Y),
             "designs": [list(d) for d in self.designs],
+            "prior": self.use_prior,
         }
 
 
@@ -131,6 +137,7 @@ def warm_start_from_trials(
     constraints: MixtureConstraints | None = None,
     n_designs: int = _N_DESIGNS,
     source: dict[str, Any] | None = None,
+    prior: bool | None = None,
 ) -> WarmStart:
     """Map ``(weights, values)`` observed over ``source_names`` onto a study over ``names``.
 
@@ -143,6 +150,10 @@ def warm_start_from_trials(
         constraints: the new study's constraints (the designs are projected onto them).
         n_designs: how many best mixtures to run first. Defaults to 3.
         source: provenance to record (study name, storage, ...).
+        prior: use the source's posterior mean as the GP's prior mean. Defaults to :obj:`None`: only
+            when the source covers every domain of the new study (with a new domain the prior was
+            measured to mislead more than it helps: ``benchmarks/warm_start.py``); the designs are
+            used either way.
 
     Raises:
         WarmStartError: no shared domain, or no source mixture with enough weight on shared domains.
@@ -192,6 +203,7 @@ def warm_start_from_trials(
         designs=tuple(tuple(d) for d in designs),
         source=info,
         mapping=mapping,
+        use_prior=not mapping["new"] if prior is None else prior,
     )
 
 
@@ -213,6 +225,7 @@ def warm_start_from_study(
     constraints: MixtureConstraints | None = None,
     n_designs: int = _N_DESIGNS,
     storage_label: str | None = None,
+    prior: bool | None = None,
 ) -> WarmStart:
     """Map the completed trials of a dmo-search (or :func:`dmo_search.optimize_simplex`) study.
 
@@ -263,6 +276,7 @@ def warm_start_from_study(
         constraints=constraints,
         n_designs=n_designs,
         source=source,
+        prior=prior,
     )
 
 
@@ -312,7 +326,7 @@ class SourcePrior:
 def stored_prior(study: optuna.Study, n_domains: int) -> SourcePrior | None:
     """The source prior a study was warm-started with (:data:`WARM_START_ATTR`), or None."""
     rec = study.user_attrs.get(WARM_START_ATTR)
-    if not isinstance(rec, dict) or not rec.get("X"):
+    if not isinstance(rec, dict) or not rec.get("X") or rec.get("prior") is False:
         return None
     X = np.asarray(rec["X"], dtype=np.float64)
     y = np.asarray(rec["Y"], dtype=np.float64)

@@ -137,3 +137,28 @@ def build_tiny_vl(root: Path, *, seed: int = 0) -> TinyVLWorld:
         images.append(Image.fromarray(arr, mode="RGB"))
     prompts = ["what colour is the square", "count the dots", "red green blue", "one two three"]
     return TinyVLWorld(root, base_dir, root / "lora", root / "full", images, prompts)
+
+
+def tiny_vl_config(world: TinyVLWorld, *, backend: str = "vllm", **backend_opts: Any) -> Any:
+    """A study config over the world (experts ``lora`` and ``full``; a one-file text objective)."""
+    import json
+
+    import yaml
+
+    from dmo_search.config import load_config
+
+    val = world.root / "val.jsonl"
+    val.write_text("".join(json.dumps({"prompt": p, "answers": ["x"]}) + "\n" for p in world.prompts))
+    study = {
+        "study_name": "tiny-vl",
+        "base_model": "base",
+        "experts": [
+            {"name": "lora", "kind": "lora", "path": "lora"},
+            {"name": "full", "kind": "full", "path": "full"},
+        ],
+        "objective": {"type": "exact_match", "validation": {"vl": "val.jsonl"}, "max_new_tokens": 6},
+        "backend": {"name": backend, "dtype": "float32", **backend_opts},
+    }
+    path = world.root / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return load_config(path)

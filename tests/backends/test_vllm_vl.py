@@ -7,12 +7,11 @@ skipped with the reason where it does not.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 try:
     import torchvision  # noqa: F401
@@ -23,8 +22,9 @@ except Exception as e:  # ImportError, or a torchvision that does not load next 
 
 from dmo_search.backends.hf import HFBackend
 from dmo_search.backends.vllm import VLLMBackend
-from dmo_search.config import StudyConfig, load_config
-from tests._tiny_vl import TinyVLWorld, build_tiny_vl
+from dmo_search.config import StudyConfig
+from tests._lmms_tasks import check_image_task, require_lmms_eval
+from tests._tiny_vl import TinyVLWorld, build_tiny_vl, tiny_vl_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,21 +38,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> TinyVLWorld:
 
 @pytest.fixture(scope="module")
 def cfg(world: TinyVLWorld) -> StudyConfig:
-    val = world.root / "val.jsonl"
-    val.write_text("".join(json.dumps({"prompt": p, "answers": ["x"]}) + "\n" for p in world.prompts))
-    study = {
-        "study_name": "tiny-vl",
-        "base_model": "base",
-        "experts": [
-            {"name": "lora", "kind": "lora", "path": "lora"},
-            {"name": "full", "kind": "full", "path": "full"},
-        ],
-        "objective": {"type": "exact_match", "validation": {"vl": "val.jsonl"}, "max_new_tokens": 6},
-        "backend": {"name": "vllm", "dtype": "float32", "mode": "dense"},
-    }
-    path = world.root / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return load_config(path)
+    out: StudyConfig = tiny_vl_config(world, backend="vllm", mode="dense")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +120,9 @@ def test_answers_are_not_empty(engine: VLLMBackend, world: TinyVLWorld) -> None:
     answers = _answers(engine, world)
     print(answers)
     assert all(len(a) > 0 for a in answers)
+
+
+def test_lmms_eval_image_task_on_the_live_engine(engine: VLLMBackend, world: TinyVLWorld, tmp_path: Path) -> None:
+    """The ``lmms_eval`` objective over a PNG + JSONL image task, on the live engine (weights swapped in place)."""
+    require_lmms_eval()
+    check_image_task(engine, world, tmp_path)
