@@ -8,9 +8,8 @@ source; then the target is searched by gp-simplex cold (space-filling design, th
 mean as the GP's prior mean). Two domain mappings:
 
 * ``same``: the source studied the same K domains;
-* ``subset``: the source studied K-1 of them (the target adds a domain the source never saw). ``warm``
-  is the default there (designs only: with a new domain the prior is off by default);
-  ``warm+prior`` forces the prior on.
+* ``subset``: the source studied K-1 of them (the target adds a domain the source never saw); also
+  ``designs only`` (``prior=False``: the source's best mixtures without the GP prior).
 
 Printed: the median normalised regret of the recommendation after n target trials, and the trials after
 which the median stays at or below 0.1 and 0.05, for cold and warm.
@@ -132,10 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 src = optimize_simplex(src_fn, src_k, args.source_trials, seed=seed + 1000)
                 src.study.set_user_attr("expert_names", src_names)
-                warm = warm_start_from_study(src.study, names)  # the default: prior only without new domains
+                warm = warm_start_from_study(src.study, names)  # designs + prior (the default)
                 variants: list[tuple[str, WarmStart | None]] = [("cold", None), ("warm", warm)]
                 if mapping == "subset":
-                    variants.append(("warm+prior", warm_start_from_study(src.study, names, prior=True)))
+                    variants.append(("designs only", warm_start_from_study(src.study, names, prior=False)))
                 for label, ws in variants:
                     if mapping == "subset" and label == "cold":
                         curves.setdefault((k, mapping, label), []).append(curves[(k, "same", "cold")][-1])
@@ -161,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("|" + "---|" * (len(shown) + 4))
         for mapping in MAPPINGS:
-            for label in ("cold", "warm", "warm+prior"):
+            for label in ("cold", "warm", "designs only"):
                 cs = curves.get((k, mapping, label))
                 if not cs:
                     continue

@@ -189,12 +189,12 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
 def _warm_start(cfg: Any, args: argparse.Namespace) -> Any:
     """The warm start asked for by ``--warm-start`` (built before the study exists: a bad source leaves none)."""
     if args.warm_start is None:
-        if args.warm_start_storage is not None:
-            raise ValueError("--warm-start-storage needs --warm-start STUDY")
+        if args.warm_start_storage is not None or args.warm_start_designs_only:
+            raise ValueError("--warm-start-storage / --warm-start-designs-only need --warm-start STUDY")
         return None
     from dmo_search.warmstart import load_warm_start
 
-    warm = load_warm_start(cfg, args.warm_start, args.warm_start_storage)
+    warm = load_warm_start(cfg, args.warm_start, args.warm_start_storage, prior=not args.warm_start_designs_only)
     m = warm.mapping
     _log.info(
         f"warm start from study {args.warm_start!r}: {warm.source['n_trials_used']} of its "
@@ -215,7 +215,7 @@ def _apply_warm_start(study: Any, warm: Any) -> None:
         prior = (
             "the GP's prior mean is the source's posterior mean"
             if warm.use_prior
-            else "no GP prior (the source lacks some of this study's experts)"
+            else "no GP prior (--warm-start-designs-only)"
         )
         _log.info(f"enqueued the source's {n} best mixtures; {prior}")
 
@@ -541,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warm-start-storage",
         metavar="URL",
         help="the --warm-start study's DB (default: --storage/storage if set, else studies/STUDY/study.db)",
+    )
+    p.add_argument(
+        "--warm-start-designs-only",
+        action="store_true",
+        help="use only the --warm-start study's best mixtures, not its posterior mean as the GP's prior",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -11,8 +11,7 @@ used twice:
   shared domains only: a new mixture ``w`` is read as its shared part ``w_S / m`` (``m = sum w_S``)
   and the prior there is shrunk by ``m`` towards the source's average, so the prior says nothing at a
   new domain's vertex, where the source has no data (see :class:`dmo_search.sampler.SimplexGPSampler`).
-  By default the prior is used only when the source covers every domain of the new study: with a new
-  domain it misled more than it helped in ``benchmarks/warm_start.py``;
+  ``prior=False`` (``launch --warm-start-designs-only``) keeps only the designs;
 * as **designs**: the source's best mixtures (a domain the source lacks at its uniform share ``1/K``),
   projected onto the new study's constraints, are the new study's first trials, in place of the
   space-filling design.
@@ -137,7 +136,7 @@ def warm_start_from_trials(
     constraints: MixtureConstraints | None = None,
     n_designs: int = _N_DESIGNS,
     source: dict[str, Any] | None = None,
-    prior: bool | None = None,
+    prior: bool = True,
 ) -> WarmStart:
     """Map ``(weights, values)`` observed over ``source_names`` onto a study over ``names``.
 
@@ -150,10 +149,8 @@ def warm_start_from_trials(
         constraints: the new study's constraints (the designs are projected onto them).
         n_designs: how many best mixtures to run first. Defaults to 3.
         source: provenance to record (study name, storage, ...).
-        prior: use the source's posterior mean as the GP's prior mean. Defaults to :obj:`None`: only
-            when the source covers every domain of the new study (with a new domain the prior was
-            measured to mislead more than it helps: ``benchmarks/warm_start.py``); the designs are
-            used either way.
+        prior: use the source's posterior mean as the GP's prior mean (the designs are used either
+            way). Defaults to True.
 
     Raises:
         WarmStartError: no shared domain, or no source mixture with enough weight on shared domains.
@@ -203,7 +200,7 @@ def warm_start_from_trials(
         designs=tuple(tuple(d) for d in designs),
         source=info,
         mapping=mapping,
-        use_prior=not mapping["new"] if prior is None else prior,
+        use_prior=prior,
     )
 
 
@@ -225,7 +222,7 @@ def warm_start_from_study(
     constraints: MixtureConstraints | None = None,
     n_designs: int = _N_DESIGNS,
     storage_label: str | None = None,
-    prior: bool | None = None,
+    prior: bool = True,
 ) -> WarmStart:
     """Map the completed trials of a dmo-search (or :func:`dmo_search.optimize_simplex`) study.
 
@@ -338,7 +335,7 @@ def stored_prior(study: optuna.Study, n_domains: int) -> SourcePrior | None:
     return SourcePrior(xs / xs.sum(axis=1, keepdims=True), y, shared)
 
 
-def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None) -> WarmStart:
+def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None, *, prior: bool = True) -> WarmStart:
     """Read study ``source`` and map its trials onto ``cfg``'s experts and constraints (``launch --warm-start``).
 
     Args:
@@ -346,6 +343,7 @@ def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None) -
         source: the source study's name.
         storage: the source's DB URL. Defaults to ``cfg.storage`` when set (one shared DB), else the
             source's default SQLite file ``studies/<source>/study.db``.
+        prior: use the source's posterior mean as the GP's prior mean (else only its best mixtures).
 
     Raises:
         WarmStartError: the source is the study itself, is missing, or cannot inform this study.
@@ -367,7 +365,7 @@ def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None) -
         )
     study = optuna.load_study(study_name=source, storage=st)
     return warm_start_from_study(
-        study, cfg.expert_names, constraints=cfg.constraints(), storage_label=_hide_password(url)
+        study, cfg.expert_names, constraints=cfg.constraints(), storage_label=_hide_password(url), prior=prior
     )
 
 

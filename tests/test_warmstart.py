@@ -75,9 +75,12 @@ def test_provenance_is_recorded_and_the_designs_run_first(source: optuna.Study) 
     rec = res.study.user_attrs[WARM_START_ATTR]
     assert rec["source"]["study"] == "src" and rec["source"]["storage"] == "sqlite:///x.db"
     assert rec["mapping"] == {"shared": ["c", "a", "b"], "new": ["d"], "dropped": []}
-    assert rec["prior"] is False and stored_prior(res.study, 4) is None  # a new domain: designs only by default
-    forced = warm_start_from_study(source, ["c", "a", "b", "d"], prior=True)
-    assert forced.use_prior and warm_start_from_study(source, ["a", "b", "c"]).use_prior
+    assert rec["prior"] is True and stored_prior(res.study, 4) is not None
+    assert stored_prior(res.study, 4).shared == (0, 1, 2)  # type: ignore[union-attr]  # c, a, b; not d
+    designs_only = warm_start_from_study(source, ["c", "a", "b", "d"], prior=False)
+    study = optuna.create_study(direction="maximize")
+    apply_warm_start(study, designs_only)
+    assert study.user_attrs[WARM_START_ATTR]["prior"] is False and stored_prior(study, 4) is None
     first = [t.user_attrs["weights"] for t in res.study.trials[: len(warm.designs)]]
     assert first == [pytest.approx(list(d)) for d in warm.designs]
     assert all(d[3] == 0.25 for d in warm.designs)  # the source never saw d: its uniform share
