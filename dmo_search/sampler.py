@@ -161,8 +161,8 @@ class SimplexGPSampler(BaseSampler):
             :obj:`None` (an :class:`optuna.samplers.RandomSampler` seeded with ``seed``).
         constraints: hard linear constraints on the weights (:class:`MixtureConstraints`): every
             proposal, design point and recommendation satisfies them. The designs become: the
-            centre (the uniform mixture if feasible, else the Chebyshev centre of the feasible set),
-            support points of uniform draws inside the feasible set, projected vertices; the
+            centre (the feasible mixture nearest to the uniform one), support points of uniform
+            draws inside the feasible set, projected vertices; the
             ``"paper"`` design loses its infeasible points (with a log message); a listed infeasible
             mixture is refused. Defaults to :obj:`None` (the whole simplex).
 
