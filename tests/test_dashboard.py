@@ -60,7 +60,15 @@ class _Proc:
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         self._f = log.open("w")
-        self.p = subprocess.Popen([*_CLI, "dashboard", *args], stdout=self._f, stderr=subprocess.STDOUT, env=_env())
+        # Ctrl-C in a terminal: SIGINT to a process that has the default handler. A shell running the tests in
+        # the background (`make test &`) starts them with SIGINT ignored, and children inherit that; restore it.
+        self.p = subprocess.Popen(
+            [*_CLI, "dashboard", *args],
+            stdout=self._f,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def url(self, timeout: float = 90) -> str:
         deadline = time.monotonic() + timeout

@@ -67,11 +67,15 @@ def test_study_prunes_hopeless_candidates(toy_world: Any, tmp_path: Path) -> Non
     from dmo_search.objectives import make_objective
     from dmo_search.sampler import SimplexGPSampler
 
-    # Good designs first (they set the bar), then the count and sort vertices, which lose the add
-    # domain (toy world at 10 examples: ~0.5 +- 0.065 against ~0.77 for the designs).
+    # Good designs first (they set the bar), then the count and sort vertices, which lose the add domain.
+    # The study scores the add domain only: the toy world's sort is solved by every mixture and its count
+    # is barely learned, and how well depends on the machine's floating point, so on the mean of the three
+    # domains the gap at 10 examples ranged from 0.27 to 0.1 (within 2 SE) between machines. On add it is
+    # 0.5-0.9 for the designs against 0.0-0.3 for the vertices (SE ~0.15).
     designs = [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.8, 0.1, 0.1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     path = small_config(toy_world.root, tmp_path, subset=40, n_trials=4, sampler="gp-simplex", designs=designs)
-    path.write_text(path.read_text().replace("subset_size: 40", "subset_size: 40\n  fidelities: [10, 40]"))
+    text = path.read_text().replace("subset_size: 40", "subset_size: 40\n  fidelities: [10, 40]")
+    path.write_text(text.replace("aggregation: mean", "aggregation: {add: 1.0, count: 0.0, sort: 0.0}"))
     cfg = load_config(path)
     study = prepare_study(cfg)
     backend = HFBackend(cfg)
