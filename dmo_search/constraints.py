@@ -174,15 +174,6 @@ class MixtureConstraints:
         k = len(names)
         return cls(tuple(names), (0.0,) * k, (1.0,) * k, (), ("",) * k)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form (stored with warm starts and in benchmark reports)."""
-        return {
-            "names": list(self.names),
-            "lower": list(self.lower),
-            "upper": list(self.upper),
-            "groups": [{"indices": list(g.indices), "lower": g.lower, "upper": g.upper} for g in self.groups],
-        }
-
     # ----------------------------------------------------------------------------------------------
     # Properties
     # ----------------------------------------------------------------------------------------------
@@ -349,7 +340,7 @@ class MixtureConstraints:
     def project(self, weights: Sequence[float]) -> list[float]:
         """The feasible mixture nearest to ``weights`` (Euclidean)."""
         w = np.asarray(weights, dtype=np.float64)
-        x = self._project_boxes(w[None, :])[0]
+        x = self.project_boxes(w[None, :])[0]
         if self.groups and not self.contains(x, tol=TOL):
             x = self._project_qp(w, start=x)
         x = np.clip(x, self.lower, self.upper)
@@ -357,9 +348,7 @@ class MixtureConstraints:
 
     def project_boxes(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Project rows onto ``{lower <= w <= upper, sum w = 1}`` (group rows ignored), vectorised."""
-        return self._project_boxes(np.atleast_2d(np.asarray(X, dtype=np.float64)))
-
-    def _project_boxes(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         lo, hi = np.asarray(self.lower), np.asarray(self.upper)
         # sum(clip(x - t, lo, hi)) decreases in t: bisect t so that it is 1.
         t_lo = (X - hi).min(axis=1) - 1.0
