@@ -73,42 +73,39 @@ def _fill_proxies(
     store: PromotionStore,
     recs: list[PromotionRecord],
     objective: Objective,
+    full: Objective | None,
     say: Say,
 ) -> None:
-    from dmo_search.promote.score import score_mixtures
+    """Record each mixture's proxy score: its trial's, else the merged proxy scored now; with ``full``,
+    also the merged proxy on every validation example. What must be scored is scored on one backend start."""
+    from dmo_search.promote.score import score_mixtures_many
 
-    todo = []
+    todo: list[tuple[PromotionRecord, list[Objective]]] = []
     for r in recs:
-        if r.proxy_value is not None:
-            continue
-        stored = _trial_proxy(study, r.trial_number) if r.trial_number is not None else None
-        if stored is not None:
-            store.update(r.run_key, **stored)
-        else:
-            todo.append(r)
+        needed = []
+        if r.proxy_value is None:
+            stored = _trial_proxy(study, r.trial_number) if r.trial_number is not None else None
+            if stored is not None:
+                store.update(r.run_key, **stored)
+            else:
+                needed.append(objective)
+        if full is not None and r.proxy_full_value is None:
+            needed.append(full)
+        if needed:
+            todo.append((r, needed))
     if not todo:
         return
-    say(f"scoring the merged proxy of {len(todo)} mixture(s) without a trial ...")
-    scores = score_mixtures(cfg, [list(r.weights.values()) for r in todo], objective)
-    for r, s in zip(todo, scores, strict=True):
-        store.update(
-            r.run_key, proxy_value=s.value, proxy_value_se=s.value_se, proxy_scores=s.scores, proxy_source="evaluated"
-        )
-
-
-def _fill_full_proxies(
-    cfg: StudyConfig, store: PromotionStore, recs: list[PromotionRecord], full: Objective, say: Say
-) -> None:
-    """Score the merged proxy of each mixture on every validation example (``--full-validation``)."""
-    from dmo_search.promote.score import score_mixtures
-
-    todo = [r for r in recs if r.proxy_full_value is None]
-    if not todo:
-        return
-    say(f"scoring the merged proxy of {len(todo)} mixture(s) on the full validation sets ...")
-    scores = score_mixtures(cfg, [list(r.weights.values()) for r in todo], full)
-    for r, s in zip(todo, scores, strict=True):
-        store.update(r.run_key, proxy_full_value=s.value, proxy_full_value_se=s.value_se, proxy_full_scores=s.scores)
+    say(f"scoring the merged proxy of {len(todo)} mixture(s) ...")
+    results = score_mixtures_many(cfg, [(list(r.weights.values()), needed) for r, needed in todo])
+    for (r, needed), scores in zip(todo, results, strict=True):
+        fields: dict[str, Any] = {}
+        for o, s in zip(needed, scores, strict=True):
+            if o is objective:
+                fields.update(proxy_value=s.value, proxy_value_se=s.value_se, proxy_scores=s.scores)
+                fields["proxy_source"] = "evaluated"
+            else:
+                fields.update(proxy_full_value=s.value, proxy_full_value_se=s.value_se, proxy_full_scores=s.scores)
+        store.update(r.run_key, **fields)
 
 
 def _train_one(
@@ -258,9 +255,7 @@ def promote(
             )
         recs = [r for k in keys if (r := store.get(k)) is not None]
         say(f"promoting {len(recs)} mixture(s): " + ", ".join(f"{r.role} {_short(r.weights)}" for r in recs))
-        _fill_proxies(study, cfg, store, recs, objective, say)
-        if full is not None:
-            _fill_full_proxies(cfg, store, recs, full, say)
+        _fill_proxies(study, cfg, store, recs, objective, full, say)
         train_sets = {n: load_train_set(Path(promotion.train_data[n])) for n in cfg.expert_names}
         for i, key in enumerate(keys, start=1):
             rec = store.get(key)

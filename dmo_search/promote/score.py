@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
     from dmo_search.objectives import Objective, ObjectiveResult
 
-__all__ = ["Score", "full_objective", "score_mixtures", "score_model", "score_model_many", "scoring_config"]
+__all__ = [
+    "Score",
+    "full_objective",
+    "score_mixtures",
+    "score_mixtures_many",
+    "score_model",
+    "score_model_many",
+    "scoring_config",
+]
 
 
 @dataclass(frozen=True)
@@ -71,17 +79,28 @@ def score_model_many(cfg: StudyConfig, model_dir: Path, objectives: Sequence[Obj
 
 def score_mixtures(cfg: StudyConfig, weights: Sequence[Sequence[float]], objective: Objective) -> list[Score]:
     """Proxy scores of mixtures: each merged in place on one backend and scored (as a trial is)."""
+    return [scores[0] for scores in score_mixtures_many(cfg, [(w, [objective]) for w in weights])]
+
+
+def score_mixtures_many(
+    cfg: StudyConfig, jobs: Sequence[tuple[Sequence[float], Sequence[Objective]]]
+) -> list[list[Score]]:
+    """Proxy scores of ``(mixture, objectives)`` jobs, all on one start of the study's backend: each
+    mixture merged in place and scored by each of its objectives."""
     from dmo_search.backends import make_backend
     from dmo_search.study import evaluate_mixture
 
-    if not weights:
+    if not jobs:
         return []
     backend = make_backend(cfg)
     try:
         out = []
-        for w in weights:
-            result, _merge_s, eval_s = evaluate_mixture(backend, objective, w)
-            out.append(Score.of(result, eval_s))
+        for w, objectives in jobs:
+            scores = []
+            for objective in objectives:
+                result, _merge_s, eval_s = evaluate_mixture(backend, objective, w)
+                scores.append(Score.of(result, eval_s))
+            out.append(scores)
         return out
     finally:
         backend.close()
