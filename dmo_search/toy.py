@@ -2,10 +2,13 @@
 
 :func:`build_toy_world` makes, in a few minutes on 2 cores:
 
-* three synthetic domains (prompt -> short answer) that need different skills,
+* three synthetic domains (prompt -> short answer) that need different skills: ``add`` (3-digit plus
+  1-digit), ``shift`` (each letter to the next one) and ``sort`` (letters in alphabetical order),
 * a tokenizer (byte-level BPE trained on the domains' text) with a chat template,
-* a tiny random-init Qwen2 base, briefly trained on all domains so each is only half-known,
-* one expert per domain trained from the base (LoRA and full fine-tunes),
+* a tiny random-init Qwen2 base, briefly trained on all domains: it knows the format and part of
+  each domain (how much varies with the seed and the machine's floating point),
+* one expert per domain trained from the base (LoRA and full fine-tunes) until it solves its domain
+  and forgets some of the others,
 * train/validation JSONL files, the study config ``toy.yaml`` and ``manifest.json``.
 
 The manifest records measured facts that make the world a real DMO problem: every expert is best on
@@ -65,12 +68,10 @@ def _gen_add(rng: random.Random) -> Example:
     return {"prompt": f"{a}+{b}=", "answers": [str(a + b)]}
 
 
-def _gen_count(rng: random.Random) -> Example:
-    letters = "abcd"
-    target = rng.choice(letters)
-    n = rng.randint(6, 10)
-    s = [rng.choice(letters) for _ in range(n)]
-    return {"prompt": f"count {target}: {_spaced(s)}", "answers": [str(s.count(target))]}
+def _gen_shift(rng: random.Random) -> Example:
+    letters = string.ascii_lowercase
+    s = [rng.choice(letters[:12]) for _ in range(rng.randint(3, 5))]
+    return {"prompt": f"shift: {_spaced(s)}", "answers": [_spaced(letters[letters.index(c) + 1] for c in s)]}
 
 
 def _gen_sort(rng: random.Random) -> Example:
@@ -78,7 +79,7 @@ def _gen_sort(rng: random.Random) -> Example:
     return {"prompt": f"sort: {_spaced(s)}", "answers": [_spaced(sorted(s))]}
 
 
-DOMAINS: dict[str, Generator] = {"add": _gen_add, "count": _gen_count, "sort": _gen_sort}
+DOMAINS: dict[str, Generator] = {"add": _gen_add, "shift": _gen_shift, "sort": _gen_sort}
 """Domain name -> generator of one ``{"prompt", "answers"}`` example."""
 
 
@@ -174,8 +175,12 @@ class _Recipe:
     batch_size: int = 32
     base_steps: int = 400
     base_lr: float = 2e-3
-    expert_steps: dict[str, int] = field(default_factory=lambda: {"add": 250, "count": 250, "sort": 250})
-    expert_kind: dict[str, str] = field(default_factory=lambda: {"add": "lora", "count": "lora", "sort": "full"})
+    expert_steps: dict[str, int] = field(default_factory=lambda: {"add": 600, "shift": 250, "sort": 250})
+    expert_kind: dict[str, str] = field(default_factory=lambda: {"add": "lora", "shift": "lora", "sort": "full"})
+    # Every expert is trained well past the point where it solves its domain, so that "each expert is best on
+    # its own domain and a mixture beats every vertex" holds on any machine: addition is learned by a LoRA
+    # between 250 and 500 steps (a sharp transition), letters in under 250. An earlier "count the letter"
+    # domain sat on such a transition for the whole budget and was learned on some machines only.
     lora_lr: float = 2e-3
     full_lr: float = 5e-4
     grid_step: int = 8

@@ -123,7 +123,7 @@ def test_tensor_shape_mismatch(world: SimpleNamespace, capsys: pytest.CaptureFix
 
 
 def test_missing_expert_path(world: SimpleNamespace, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    cfg = _config(world, tmp_path, _set_expert("count", tmp_path / "nowhere"))
+    cfg = _config(world, tmp_path, _set_expert("shift", tmp_path / "nowhere"))
     _refused(world, capsys, _launch(world, cfg), r"nowhere does not exist", r"fix experts\[\]\.path")
 
 

@@ -112,7 +112,7 @@ def test_launch_with_warm_start_records_the_source_and_runs_its_best_first(
     study = optuna.load_study(study_name="w", storage=f"sqlite:///{out / 'w.db'}")
     rec = study.user_attrs["warm_start"]
     assert rec["source"]["study"] == "c" and rec["source"]["storage"] == launched["storage"]
-    assert rec["mapping"] == {"shared": ["add", "count", "sort"], "new": [], "dropped": []}
+    assert rec["mapping"] == {"shared": ["add", "shift", "sort"], "new": [], "dropped": []}
     assert data["warm_start"]["study"] == "c"  # `best`/`status` say where the prior came from
     source = optuna.load_study(study_name="c", storage=launched["storage"])
     best = max(source.trials, key=lambda t: t.value)
@@ -138,7 +138,7 @@ def test_eval_refuses_a_mixture_outside_the_constraints(
     assert main(["eval", str(cfg), "--weights", "0.5,0.25,0.25"]) == 1
     err = capsys.readouterr().err
     assert "--weights violates the study's constraints: w[add] = 0.5 > max 0.2" in err
-    assert "nearest feasible mixture is add=0.2000, count=0.4000, sort=0.4000" in err
+    assert "nearest feasible mixture is add=0.2000, shift=0.4000, sort=0.4000" in err
     assert main(["export", str(cfg), str(tmp_path / "x"), "--weights", "0.5,0.25,0.25"]) == 1
     assert "violates" in capsys.readouterr().err and not (tmp_path / "x").exists()
 

@@ -181,7 +181,7 @@ def test_mixture_page_of_the_toy_study(dashboard: dict[str, Any], page: Any) -> 
     page.wait_for_url("**/dmo/toydash")
     assert page.inner_text("#study-name") == "toydash"
     summary = page.inner_text("#summary")
-    assert "6 complete" in summary and "add, count, sort" in summary and "recommended" in summary
+    assert "6 complete" in summary and "add, shift, sort" in summary and "recommended" in summary
     _check_figures(page, 5)
     assert "No promotions yet" in page.inner_text("figure[data-view=proxy-sft]")
     assert page.locator("meta[http-equiv=refresh]").count() == 1  # the live page reloads itself

@@ -36,6 +36,6 @@ def test_score_with_method_scores_each_mixture(cfg: StudyConfig) -> None:
     tsv = score_with_method(cfg, "tsv", mixtures)
     assert len(lin) == len(tsv) == 2
     for r in lin + tsv:
-        assert set(r.scores) == {"add", "count", "sort"} and all(n == 6 for n in r.n_examples.values())
+        assert set(r.scores) == {"add", "shift", "sort"} and all(n == 6 for n in r.n_examples.values())
         assert 0.0 <= r.value <= 1.0
     assert score_with_method(cfg, "linear", mixtures[:1])[0] == lin[0]  # deterministic

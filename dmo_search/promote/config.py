@@ -3,7 +3,7 @@
 Example (paths relative to the YAML file, like every path of a study config)::
 
     promotion:
-      train_data: {add: data/train/add.jsonl, count: data/train/count.jsonl}  # expert name -> JSONL
+      train_data: {add: data/train/add.jsonl, shift: data/train/shift.jsonl}  # expert name -> JSONL
       mode: exact              # exact: round(w_i * n_examples) per domain; paper: interleave, stop at first exhausted
       n_examples: 3000
       seed: 0

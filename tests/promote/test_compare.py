@@ -51,7 +51,7 @@ def cfg(toy_world: Any, tmp_path_factory: pytest.TempPathFactory) -> StudyConfig
 
 
 def _records(sft: Sequence[float | None], proxy: Sequence[float | None] | None = None) -> list[PromotionRecord]:
-    names = ["add", "count", "sort"]
+    names = ["add", "shift", "sort"]
     return [
         PromotionRecord(
             id=i,
@@ -80,7 +80,7 @@ def test_each_method_is_correlated_with_sft(cfg: StudyConfig) -> None:
     assert rows["ties"].spearman.estimate == pytest.approx(-1.0)
     assert rows["ties"].kendall.estimate == pytest.approx(-1.0)
     assert rows["ties"].top1_regret == pytest.approx(0.3)
-    assert rows["ties"].pick == {"add": 1.0, "count": 0.0, "sort": 0.0}
+    assert rows["ties"].pick == {"add": 1.0, "shift": 0.0, "sort": 0.0}
     assert rows["dare_linear"].spearman.estimate == pytest.approx(0.8)
     assert rows["dare_linear"].kendall.estimate == pytest.approx(4 / 6)
     assert rows["dare_linear"].top1_regret == pytest.approx(0.0)
@@ -183,7 +183,7 @@ def test_toy_world_end_to_end(toy_world: Any, tmp_path: Path, capsys: pytest.Cap
     mixes = [[1 / 3, 1 / 3, 1 / 3], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]
     store = PromotionStore(storage, "e")
     for i, (w, s) in enumerate(zip(mixes, [0.5, 0.2, 0.8, 0.4], strict=True)):
-        store.add(f"m{i}", "calibration", dict(zip(["add", "count", "sort"], w, strict=True)), sft_value=s)
+        store.add(f"m{i}", "calibration", dict(zip(["add", "shift", "sort"], w, strict=True)), sft_value=s)
     store.close()
 
     argv = ["report", "e", "--storage", storage, "--n-boot", "200", "--compare-methods", "linear,ties,dare_linear"]

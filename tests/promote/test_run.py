@@ -28,7 +28,7 @@ def promoted(toy_world: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     out = tmp_path_factory.mktemp("promote")
     root = Path(toy_world.root)
     promotion = {
-        "train_data": {d: str(root / "data" / "train" / f"{d}.jsonl") for d in ("add", "count", "sort")},
+        "train_data": {d: str(root / "data" / "train" / f"{d}.jsonl") for d in ("add", "shift", "sort")},
         "mode": "exact",
         "n_examples": 40,
         "seed": 0,
@@ -48,7 +48,7 @@ def test_every_run_is_trained_scored_and_stored(promoted: dict[str, Any]) -> Non
     for r in recs:
         assert r.status == "done", r.error
         assert r.sft_value is not None and 0 <= r.sft_value <= 1
-        assert set(r.sft_scores or {}) == {"add", "count", "sort"}
+        assert set(r.sft_scores or {}) == {"add", "shift", "sort"}
         assert r.proxy_value is not None and r.proxy_source is not None
         assert r.data_counts is not None and abs(sum(r.data_counts.values()) - 40) <= 2
         assert r.train_seconds is not None and r.train_seconds > 0 and r.eval_seconds is not None
@@ -108,7 +108,7 @@ def test_report_json_plot_html(promoted: dict[str, Any], capsys: pytest.CaptureF
     )
     assert rep["n_scored"] >= 2 and rep["top1_regret"] is not None and rep["top1_regret"] >= 0
     assert set(rep["spearman"]) == {"estimate", "low", "high", "level", "n_boot"}
-    assert rep["recommended"] is not None and set(rep["recommended"]) == {"add", "count", "sort"}
+    assert rep["recommended"] is not None and set(rep["recommended"]) == {"add", "shift", "sort"}
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert html.stat().st_size > 0
     text = _run(capsys, ["report", "p", "--storage", promoted["storage"]])
