@@ -45,6 +45,7 @@ __all__ = [
     "best_record",
     "check_objective",
     "evaluate_mixture",
+    "hide_password",
     "load_study",
     "open_storage",
     "prepare_study",
@@ -128,13 +129,14 @@ def open_storage(
     except (ImportError, ValueError, sqlalchemy_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise StudyError(
-            f"cannot open the study DB {_hide_password(url)!r}: {first}; pass a SQLAlchemy URL such as "
+            f"cannot open the study DB {hide_password(url)!r}: {first}; pass a SQLAlchemy URL such as "
             "sqlite:///studies/NAME/study.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB, "
             "with the server running"
         ) from None
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
+    """``url`` with its password masked, for messages (unchanged if it is not a SQLAlchemy URL)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

@@ -351,7 +351,7 @@ def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None, *
     import optuna
 
     from dmo_search.config import default_storage
-    from dmo_search.study import _hide_password, open_storage
+    from dmo_search.study import hide_password, open_storage
 
     url = storage or cfg.storage or default_storage(source)
     if source == cfg.study_name and url == cfg.storage_url():
@@ -360,12 +360,12 @@ def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None, *
     names = [s.study_name for s in optuna.study.get_all_study_summaries(st, include_best_trial=False)]
     if source not in names:
         raise WarmStartError(
-            f"no study {source!r} to warm-start from in {_hide_password(url)}; studies there: {names or 'none'}; "
+            f"no study {source!r} to warm-start from in {hide_password(url)}; studies there: {names or 'none'}; "
             "pass --warm-start-storage URL"
         )
     study = optuna.load_study(study_name=source, storage=st)
     return warm_start_from_study(
-        study, cfg.expert_names, constraints=cfg.constraints(), storage_label=_hide_password(url), prior=prior
+        study, cfg.expert_names, constraints=cfg.constraints(), storage_label=hide_password(url), prior=prior
     )
 
 

@@ -49,6 +49,7 @@ from dmo_search.study import (
     _sqlite_path,
     check_objective,
     evaluate_mixture,
+    hide_password,
     load_study,
 )
 
@@ -182,18 +183,8 @@ def with_retries(study: optuna.Study) -> optuna.Study:
     if isinstance(study._storage, RetryingStorage):
         return study
     url = getattr(getattr(study._storage, "_backend", study._storage), "url", "the study DB")
-    storage = RetryingStorage(study._storage, what=_safe_url(url))  # type: ignore[abstract]
+    storage = RetryingStorage(study._storage, what=hide_password(url))  # type: ignore[abstract]
     return optuna.Study(study_name=study.study_name, storage=storage, sampler=study.sampler)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 @contextlib.contextmanager
@@ -217,9 +208,9 @@ def _claim_lock(study: optuna.Study) -> Iterator[None]:
     from sqlalchemy import text
 
     key = int.from_bytes(hashlib.sha256(f"dmo-search:{study.study_name}".encode()).digest()[:8], "big", signed=True)
-    conn = retry_db(rdb.engine.connect, what=_safe_url(url))
+    conn = retry_db(rdb.engine.connect, what=hide_password(url))
     try:
-        retry_db(lambda: conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key}), what=_safe_url(url))
+        retry_db(lambda: conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key}), what=hide_password(url))
         yield
     finally:
         with contextlib.suppress(Exception):  # a dropped connection has released the lock already

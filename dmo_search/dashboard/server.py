@@ -213,10 +213,10 @@ def serve_dashboard(
 ) -> None:
     """Serve the dashboard until Ctrl-C, printing its URLs first."""
     srv = make_dashboard_server(storage_url, host=host, port=port, allow_public=allow_public, allow_writes=allow_writes)
-    from sqlalchemy.engine import make_url
+    from dmo_search.study import hide_password
 
     names = list_study_names(srv.app.storage)
-    shown = make_url(storage_url).render_as_string(hide_password=True)
+    shown = hide_password(storage_url)
     say(f"[dmo-search] dashboard for {shown} ({len(names)} studies){'' if allow_writes else ', read-only'}")
     say(f"[dmo-search] optuna-dashboard: {srv.url}/dashboard")
     say(
