@@ -155,7 +155,8 @@ def warm_start_from_trials(
     Raises:
         WarmStartError: no shared domain, or no source mixture with enough weight on shared domains.
     """
-    shared = [n for n in names if n in set(source_names)]
+    in_source, in_study = set(source_names), set(names)
+    shared = [n for n in names if n in in_source]
     if not shared:
         raise WarmStartError(
             f"the source study's domains {list(source_names)} share none with this study's {list(names)}; "
@@ -178,7 +179,7 @@ def warm_start_from_trials(
             f"no completed source trial puts at least {MIN_SHARED_MASS:.0%} of its weight on the shared domains "
             f"{shared}; the source says nothing about this study's mixtures"
         )
-    new = [j for j, n in enumerate(names) if n not in set(source_names)]
+    new = [j for j, n in enumerate(names) if n not in in_source]
     designs: list[list[float]] = []
     for i in np.argsort(-np.asarray(ys), kind="stable"):
         if len(designs) >= n_designs:
@@ -189,8 +190,8 @@ def warm_start_from_trials(
             designs.append(d)
     mapping = {
         "shared": shared,
-        "new": [n for n in names if n not in set(source_names)],
-        "dropped": [n for n in source_names if n not in set(names)],
+        "new": [names[j] for j in new],
+        "dropped": [n for n in source_names if n not in in_study],
     }
     info = {**(source or {}), "domains": list(source_names), "n_trials_used": len(xs), "n_trials_seen": len(values)}
     return WarmStart(
