@@ -23,7 +23,6 @@ __all__ = [
     "full_objective",
     "score_mixtures",
     "score_mixtures_many",
-    "score_model",
     "score_model_many",
     "scoring_config",
 ]
@@ -54,11 +53,6 @@ def full_objective(cfg: StudyConfig) -> Objective:
 def scoring_config(cfg: StudyConfig, model_dir: Path) -> StudyConfig:
     """``cfg`` with ``model_dir`` as its base model (the backend then serves that checkpoint)."""
     return cfg.model_copy(update={"base_model": Path(model_dir).resolve()})
-
-
-def score_model(cfg: StudyConfig, model_dir: Path, objective: Objective) -> Score:
-    """Score the checkpoint at ``model_dir`` with ``objective`` on the study's backend."""
-    return score_model_many(cfg, model_dir, [objective])[0]
 
 
 def score_model_many(cfg: StudyConfig, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:
