@@ -48,13 +48,19 @@ class SFTResult:
     final_loss: float | None
 
 
+def _eos(tokenizer: Any) -> int:
+    """The token that ends each answer."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise SFTError("the base tokenizer has no eos token; SFT needs one to end answers")
+    return int(eos)
+
+
 def encode_examples(tokenizer: Any, examples: Sequence[Mapping[str, Any]], *, chat: bool) -> list[Row]:
     """Token ids of (formatted prompt, first answer, eos) and the prompt length, per example."""
     from dmo_search.backends.base import chat_prompt
 
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise SFTError("the base tokenizer has no eos token; SFT needs one to end answers")
+    eos = _eos(tokenizer)
     rows: list[Row] = []
     for ex in examples:
         p = tokenizer(chat_prompt(tokenizer, str(ex["prompt"]), chat=chat), add_special_tokens=False)["input_ids"]
@@ -73,9 +79,7 @@ def encode_vision_examples(processor: Any, examples: Sequence[Mapping[str, Any]]
     from dmo_search.backends.base import chat_prompt
 
     tokenizer = processor.tokenizer
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise SFTError("the base tokenizer has no eos token; SFT needs one to end answers")
+    eos = _eos(tokenizer)
     rows: list[VisionRow] = []
     for ex in examples:
         images = [Image.open(p).convert("RGB") for p in ex.get("images") or []]
