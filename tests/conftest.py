@@ -34,3 +34,17 @@ def toy_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     world = build_toy_world(tmp_path_factory.mktemp("toy-world"), seed=0)
     print(f"\n[toy world built in {time.perf_counter() - t0:.0f}s]")
     return world
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, where no CUDA GPU is visible; each has a CPU twin."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible); its CPU twin runs the same code on the CPU")
+    for item in gpu_items:
+        item.add_marker(skip)

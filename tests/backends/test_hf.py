@@ -74,3 +74,25 @@ def test_loglikelihood_matches_a_manual_forward(backend: HFBackend, prompts: lis
     # padding in a batch of unequal lengths gives the same numbers as one at a time
     single = [backend.loglikelihood([p], [c], batch_size=1)[0][0] for p, c in zip(prompts[:2], conts, strict=True)]
     assert [r[0] for r in res] == pytest.approx(single, abs=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_backend_matches_the_cpu_backend(toy_world: Any, backend: HFBackend, prompts: list[str]) -> None:
+    """The GPU twin of the tests above: backend.device cuda gives the CPU backend's answers and scores."""
+    cfg = load_config(toy_world.config_path)
+    gpu = HFBackend(cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"device": "cuda"})}))
+    assert {p.device.type for p in gpu.model.parameters()} == {"cuda"}
+    conts = [" 12", "abc", " a b c", "7"] * 2
+    for w in ([1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1], [0.0, 0.0, 1.0]):
+        backend.set_mixture(w)
+        gpu.set_mixture(w)
+        a = backend.generate(prompts, max_new_tokens=12, batch_size=32)
+        b = gpu.generate(prompts, max_new_tokens=12, batch_size=32)
+        same = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+        la = backend.loglikelihood(prompts[:8], conts, batch_size=8)
+        lb = gpu.loglikelihood(prompts[:8], conts, batch_size=8)
+        worst = max(abs(x - y) for (x, _), (y, _) in zip(la, lb, strict=True))
+        print(f"w={[round(x, 3) for x in w]}: cuda vs cpu same answers {same:.3f}, |dloglik| max {worst:.2e}")
+        assert same >= 0.95
+        assert worst < 1e-4
+    gpu.close()
