@@ -53,12 +53,13 @@ class LowRankDelta:
         """The adapter's rank r."""
         return int(self.A.shape[0])
 
-    def add_to(self, acc: torch.Tensor, weight: float) -> None:
-        """``acc += weight * scale * B @ A`` in place (acc is float32)."""
+    def add_to(self, acc: torch.Tensor, weight: float, *, overwrite: bool = False) -> None:
+        """``acc += weight * scale * B @ A`` in place (acc is float32); ``acc = ...`` when ``overwrite``."""
+        beta = 0.0 if overwrite else 1.0  # beta 0: acc's old contents are not read
         if self.transpose:
-            acc.addmm_(self.A.T, self.B.T, alpha=weight * self.scale)
+            acc.addmm_(self.A.T, self.B.T, beta=beta, alpha=weight * self.scale)
         else:
-            acc.addmm_(self.B, self.A, alpha=weight * self.scale)
+            acc.addmm_(self.B, self.A, beta=beta, alpha=weight * self.scale)
 
     def dense(self) -> torch.Tensor:
         """The dense delta in float32."""
@@ -76,9 +77,12 @@ class DenseDelta:
 
     tensor: torch.Tensor
 
-    def add_to(self, acc: torch.Tensor, weight: float) -> None:
-        """``acc += weight * delta`` in place."""
-        acc.add_(self.tensor, alpha=weight)
+    def add_to(self, acc: torch.Tensor, weight: float, *, overwrite: bool = False) -> None:
+        """``acc += weight * delta`` in place; ``acc = weight * delta`` when ``overwrite``."""
+        if overwrite:
+            torch.mul(self.tensor, weight, out=acc)
+        else:
+            acc.add_(self.tensor, alpha=weight)
 
     def dense(self) -> torch.Tensor:
         """The dense delta in float32."""

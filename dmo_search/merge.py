@@ -4,9 +4,11 @@
 
 :class:`InPlaceMerger` plans once which parameters any expert touches (after the per-kind
 exclusions), keeps a bit-exact copy of their base values, and per candidate accumulates each
-parameter in float32 (LoRA deltas as ``addmm`` of their factors, never stored dense) before writing
-it into the model's existing storage with ``copy_``. :meth:`InPlaceMerger.restore` puts the base back
-bit for bit.
+parameter in float32 (LoRA deltas as one ``addmm`` of their stacked factors, never stored dense)
+before writing it into the model's existing storage. The merge is memory-bound: off the CPU the first
+and last terms' kernels read the base and write the parameter themselves, which saves two passes over
+memory (``benchmarks/merge_bandwidth.py``). :meth:`InPlaceMerger.restore` puts the base back bit for
+bit.
 
 With another :class:`~dmo_search.merge_methods.MergeMethod` (TIES, DARE, TSV, ISO, WUDI) each
 parameter is merged by that method, one parameter at a time: the task vectors that touch it are made
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dmo_search import simplex
-from dmo_search.experts import Delta, ExpertSet, LowRankDelta
+from dmo_search.experts import Delta, DenseDelta, ExpertSet, LowRankDelta
 from dmo_search.merge_methods import MergeMethod
 
 __all__ = ["InPlaceMerger", "MergeEntry", "is_excluded", "merged_state"]
@@ -65,16 +67,20 @@ class MergeEntry:
         self.terms = [(i, d) for i, d in self.terms if i not in self.lowrank_idx]
         self.lowrank = [d for _, d in lr]
 
-    def add_lowrank(self, acc: torch.Tensor, w: Sequence[float]) -> None:
-        """``acc += [w_i s_i B_i] @ [A_i]`` over the fused LoRA experts."""
-        if self.a_cat is None or self.b_cat is None:
-            return
+    def has_lowrank(self, w: Sequence[float]) -> bool:
+        """True when a fused LoRA expert has a non-zero weight in ``w``."""
+        return self.a_cat is not None and any(w[i] != 0.0 for i in self.lowrank_idx)
+
+    def lowrank_into(self, acc: torch.Tensor, w: Sequence[float], *, overwrite: bool) -> None:
+        """``acc += [w_i s_i B_i] @ [A_i]`` over the fused LoRA experts; ``acc = ...`` when ``overwrite``
+        (acc's old contents are then not read)."""
+        assert self.a_cat is not None and self.b_cat is not None
         col = 0
         for i, d in zip(self.lowrank_idx, self.lowrank, strict=True):
             r = d.rank
             torch.mul(d.B, w[i] * d.scale, out=self.b_cat[:, col : col + r])
             col += r
-        acc.addmm_(self.b_cat, self.a_cat)
+        acc.addmm_(self.b_cat, self.a_cat, beta=0.0 if overwrite else 1.0)
 
 
 class InPlaceMerger:
@@ -86,6 +92,11 @@ class InPlaceMerger:
         exclude_lora: name patterns kept at base values for LoRA experts.
         exclude_full: name patterns kept at base values for full fine-tune experts.
         method: the merge method; default linear (:class:`~dmo_search.merge_methods.MergeMethod`).
+        fused: the linear merge's kernel sequence: True reads the base and writes the parameter inside
+            the first and last terms' kernels (fewer passes over memory: 1.3-1.7x faster on a GPU,
+            ``benchmarks/merge_bandwidth.py``); False starts from a float32 copy of the base and copies
+            the sum back (on a CPU torch makes those copies anyway for mixed dtypes, as temporaries).
+            Default: True off the CPU. Both give the same merge up to float32 rounding order.
     """
 
     def __init__(
@@ -96,10 +107,14 @@ class InPlaceMerger:
         exclude_lora: Sequence[str] = (),
         exclude_full: Sequence[str] = (),
         method: MergeMethod | None = None,
+        fused: bool | None = None,
     ) -> None:
         self.experts = experts
         self.method = method or MergeMethod()
         params = dict(model.named_parameters())
+        if fused is None:
+            fused = any(p.device.type != "cpu" for p in params.values())
+        self.fused = fused
         entries: dict[str, MergeEntry] = {}
         self.excluded: set[str] = set()
         for i, expert in enumerate(experts.experts):
@@ -123,13 +138,52 @@ class InPlaceMerger:
         """K."""
         return len(self.experts)
 
-    def _acc(self, entry: MergeEntry) -> torch.Tensor:
+    def _buffer(self, entry: MergeEntry) -> torch.Tensor:
+        """A float32 scratch tensor of ``entry``'s shape (one per shape and device, reused)."""
         key = (tuple(entry.base.shape), entry.base.device)
         buf = self._scratch.get(key)
         if buf is None:
             buf = torch.empty(entry.base.shape, dtype=torch.float32, device=entry.base.device)
             self._scratch[key] = buf
-        return buf.copy_(entry.base)
+        return buf
+
+    def _acc(self, entry: MergeEntry) -> torch.Tensor:
+        return self._buffer(entry).copy_(entry.base)
+
+    def _apply_linear(self, entry: MergeEntry, w: Sequence[float]) -> None:
+        """``param = base + sum_i w_i delta_i``, accumulated in float32 in as few passes over memory as the
+        terms allow (the merge is memory-bound: ``benchmarks/merge_bandwidth.py``)."""
+        terms = [(w[i], d) for i, d in entry.terms if w[i] != 0.0]
+        lowrank = entry.has_lowrank(w)
+        if not self.fused:
+            acc = self._acc(entry)
+            if lowrank:
+                entry.lowrank_into(acc, w, overwrite=False)
+            for wi, d in terms:
+                d.add_to(acc, wi)
+            entry.param.copy_(acc)
+            return
+        if not lowrank and all(isinstance(d, DenseDelta) for _, d in terms):
+            # dense task vectors only: base + w_1 d_1 -> acc, acc += ..., acc + w_T d_T -> parameter
+            if not terms:
+                entry.param.copy_(entry.base)
+                return
+            if len(terms) == 1:
+                torch.add(entry.base, terms[0][1].dense(), alpha=terms[0][0], out=entry.param)
+                return
+            acc = self._buffer(entry)
+            torch.add(entry.base, terms[0][1].dense(), alpha=terms[0][0], out=acc)
+            for wi, d in terms[1:-1]:
+                d.add_to(acc, wi)
+            torch.add(acc, terms[-1][1].dense(), alpha=terms[-1][0], out=entry.param)
+            return
+        # a low-rank term: the delta sum in acc (written, not read, first), then parameter = base + acc
+        acc = self._buffer(entry)
+        if lowrank:
+            entry.lowrank_into(acc, w, overwrite=True)
+        for n, (wi, d) in enumerate(terms):
+            d.add_to(acc, wi, overwrite=n == 0 and not lowrank)
+        torch.add(entry.base, acc, out=entry.param)
 
     @torch.no_grad()
     def apply(self, weights: Sequence[float]) -> None:
@@ -143,12 +197,7 @@ class InPlaceMerger:
             self.current = w
             return
         for entry in self.entries:
-            acc = self._acc(entry)
-            entry.add_lowrank(acc, w)
-            for i, delta in entry.terms:
-                if w[i] != 0.0:
-                    delta.add_to(acc, w[i])
-            entry.param.copy_(acc)
+            self._apply_linear(entry, w)
         self.current = w
 
     @torch.no_grad()

@@ -26,12 +26,12 @@ def _experts(t: TinyWorld) -> list[ExpertConfig]:
     ]
 
 
-def _load(t: TinyWorld) -> tuple[torch.nn.Module, InPlaceMerger]:
+def _load(t: TinyWorld, *, fused: bool | None = None) -> tuple[torch.nn.Module, InPlaceMerger]:
     from transformers import Qwen2ForCausalLM
 
     model = Qwen2ForCausalLM.from_pretrained(t.base, dtype=torch.float32)
     es = load_expert_set(model, t.base, _experts(t))
-    merger = InPlaceMerger(model, es, exclude_lora=DEFAULT_EXCLUDE_LORA, exclude_full=DEFAULT_EXCLUDE_FULL)
+    merger = InPlaceMerger(model, es, exclude_lora=DEFAULT_EXCLUDE_LORA, exclude_full=DEFAULT_EXCLUDE_FULL, fused=fused)
     return model, merger
 
 
@@ -57,9 +57,15 @@ def _reference(t: TinyWorld, weights: list[float]) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("weights", [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.0, 0.25, 0.75]])
-def test_merge_matches_peft_reference(tiny: TinyWorld, weights: list[float]) -> None:
-    model, merger = _load(tiny)
+# fused=True is the GPU's default kernel sequence, run here on the CPU (its CPU twin); also cover one
+# LoRA expert alone (no fused low-rank stack) and a full fine-tune alone (one dense term).
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize(
+    "weights", [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.0, 0.25, 0.75], [0.0, 0.0, 1.0], [0.6, 0.4, 0.0]]
+)
+def test_merge_matches_peft_reference(tiny: TinyWorld, weights: list[float], fused: bool) -> None:
+    model, merger = _load(tiny, fused=fused)
+    assert merger.fused is fused
     merger.apply(weights)
     ref = _reference(tiny, weights)
     worst = max((p.detach().to(torch.float64) - ref[n]).abs().max().item() for n, p in model.named_parameters())
@@ -68,6 +74,29 @@ def test_merge_matches_peft_reference(tiny: TinyWorld, weights: list[float]) -> 
     merger.restore()
     moved = max((p.detach().to(torch.float64) - ref[n]).abs().max().item() for n, p in model.named_parameters())
     assert moved > 1e-3
+
+
+@pytest.mark.gpu
+def test_merge_on_cuda_matches_the_reference(tiny: TinyWorld) -> None:
+    """The GPU twin of the test above: the same merger with the model and the deltas on CUDA."""
+    model, merger = _load(tiny)
+    dev = torch.device("cuda")
+    model.to(dev)
+    for e in merger.experts.experts:
+        e.deltas = {k: d.to(dev) for k, d in e.deltas.items()}
+    merger = InPlaceMerger(model, merger.experts, exclude_lora=DEFAULT_EXCLUDE_LORA, exclude_full=DEFAULT_EXCLUDE_FULL)
+    assert merger.fused  # the default off the CPU
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for weights in ([0.2, 0.3, 0.5], [0.0, 0.25, 0.75]):
+        merger.apply(weights)
+        ref = _reference(tiny, weights)
+        worst = max(
+            (p.detach().cpu().to(torch.float64) - ref[n]).abs().max().item() for n, p in model.named_parameters()
+        )
+        assert worst < 1e-6
+    merger.restore()
+    assert all(torch.equal(original[n], p) for n, p in model.named_parameters())
+    assert all(p.device.type == "cuda" for p in model.parameters())
 
 
 def test_lora_stays_low_rank(tiny: TinyWorld) -> None:
@@ -80,8 +109,9 @@ def test_lora_stays_low_rank(tiny: TinyWorld) -> None:
     assert len(a.deltas) == 14
 
 
-def test_restore_is_bit_exact_after_20_cycles(tiny: TinyWorld) -> None:
-    model, merger = _load(tiny)
+@pytest.mark.parametrize("fused", [False, True])
+def test_restore_is_bit_exact_after_20_cycles(tiny: TinyWorld, fused: bool) -> None:
+    model, merger = _load(tiny, fused=fused)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.manual_seed(0)
     for _ in range(20):
@@ -91,14 +121,41 @@ def test_restore_is_bit_exact_after_20_cycles(tiny: TinyWorld) -> None:
     assert all(torch.equal(original[n], p) for n, p in model.named_parameters())
 
 
-def test_apply_without_restore_equals_fresh_apply(tiny: TinyWorld) -> None:
-    model, merger = _load(tiny)
+@pytest.mark.parametrize("fused", [False, True])
+def test_apply_without_restore_equals_fresh_apply(tiny: TinyWorld, fused: bool) -> None:
+    model, merger = _load(tiny, fused=fused)
     merger.apply([0.9, 0.05, 0.05])
     merger.apply([0.1, 0.6, 0.3])
     once = {n: p.detach().clone() for n, p in model.named_parameters()}
     merger.restore()
     merger.apply([0.1, 0.6, 0.3])
     assert all(torch.equal(once[n], p) for n, p in model.named_parameters())
+
+
+def test_fused_and_copy_based_agree_with_an_unstacked_lora_term(tiny: TinyWorld) -> None:
+    """One LoRA expert next to a full fine-tune: its factors are not stacked, so the fused sequence
+    writes its product first (beta 0) and adds the dense term; both sequences give the same merge."""
+    from transformers import Qwen2ForCausalLM
+
+    experts = [
+        ExpertConfig(name="a", path=tiny.lora[0], kind="lora"),
+        ExpertConfig(name="c", path=tiny.full, kind="full"),
+    ]
+    results = []
+    for fused in (False, True):
+        model = Qwen2ForCausalLM.from_pretrained(tiny.base, dtype=torch.float32)
+        es = load_expert_set(model, tiny.base, experts)
+        merger = InPlaceMerger(
+            model, es, exclude_full=DEFAULT_EXCLUDE_FULL, exclude_lora=DEFAULT_EXCLUDE_LORA, fused=fused
+        )
+        assert any(isinstance(d, LowRankDelta) for e in merger.entries for _, d in e.terms)
+        out = []
+        for w in ([0.3, 0.7], [1.0, 0.0], [0.0, 1.0]):
+            merger.apply(w)
+            out.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        results.append(out)
+    for a, b in zip(*results, strict=True):
+        assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
 
 
 def test_exclusions_hold(tiny: TinyWorld) -> None:
