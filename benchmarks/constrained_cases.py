@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 
 from dmo_search import simplex
 from dmo_search.constraints import MixtureConstraints
-from dmo_search.sampler import SimplexGPSampler
+from dmo_search.sampler import VALUE_SE_ATTR, SimplexGPSampler
 
 CASES = ("cap", "floor", "group")
 SAMPLERS = ("gp-simplex", "random-feasible", "tpe-projected", "grid-feasible")
@@ -145,6 +145,8 @@ def run_case(
             w = c.project(w)
         assert c.contains(w), (sampler_name, w, c.violations(w))
         y = score(w)
+        if noise > 0:  # the score's standard error, as the worker records it (gp-simplex reads it)
+            trial.set_user_attr(VALUE_SE_ATTR, noise)
         study.tell(trial, y)
         if y > best_y:
             best_y, best_w = y, w

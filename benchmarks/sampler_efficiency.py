@@ -60,6 +60,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dmo_search import simplex
+from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.sampling import make_sampler
 
 KINDS = ("interior", "face", "vertex")
@@ -255,6 +256,8 @@ def run_one(
         trial = study.ask()
         w = simplex.params_to_weights({p: trial.suggest_float(p, 0.0, 1.0) for p in names}, k)
         y = float(land.f(np.asarray(w))[0]) + noise * float(noise_rng.normal())
+        if noise > 0:  # the score's standard error, as the worker records it (gp-simplex reads it)
+            trial.set_user_attr(VALUE_SE_ATTR, noise)
         study.tell(trial, y)
         if y > best_y:
             best_y, best_w = y, w

@@ -19,7 +19,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from dmo_search import simplex
-from dmo_search.sampler import SimplexGPSampler, feasible_designs
+from dmo_search.sampler import VALUE_SE_ATTR, SimplexGPSampler, feasible_designs
 from dmo_search.sampling import make_sampler
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def optimize_simplex(
     show_progress_bar: bool = False,
     constraints: MixtureConstraints | None = None,
     warm_start: WarmStart | None = None,
+    noise_sd: float | None = None,
 ) -> SimplexOptimizationResult:
     """Search the mixture weights that maximise (or minimise) ``fn``.
 
@@ -126,6 +127,10 @@ def optimize_simplex(
         warm_start: trials of an earlier study mapped onto these domains
             (:func:`dmo_search.warmstart.warm_start_from_study`): recorded in the study, their best
             mixtures enqueued first and their posterior mean used as the GP's prior mean.
+        noise_sd: the standard deviation of ``fn``'s observation noise, when known (e.g. the standard
+            error of a score on a validation subset); recorded on every trial as ``value_se``, as the
+            worker does. Above zero, ``gp-simplex`` gives its GP's noise a flat prior instead of the
+            near-noiseless default. Defaults to :obj:`None` (unknown).
 
     Returns:
         the recommended mixture, the best observed one and the study.
@@ -137,6 +142,8 @@ def optimize_simplex(
         raise ValueError(f"n_trials must be >= 1, got n_trials={n_trials}")
     if n_objectives < 1:
         raise ValueError(f"n_objectives must be >= 1, got n_objectives={n_objectives}")
+    if noise_sd is not None and not (math.isfinite(noise_sd) and noise_sd >= 0):
+        raise ValueError(f"noise_sd must be a finite number >= 0 (or None: unknown), got noise_sd={noise_sd}")
     names = simplex.param_names(n_domains)
     if constraints is not None and constraints.n_domains != n_domains:
         raise ValueError(f"constraints are over {constraints.n_domains} domains, not n_domains={n_domains}")
@@ -184,6 +191,8 @@ def optimize_simplex(
         values = np.atleast_1d(np.asarray(fn(list(w)), dtype=np.float64)).tolist()
         if len(values) != n_objectives:
             raise ValueError(f"fn returned {len(values)} values, expected n_objectives={n_objectives}")
+        if noise_sd is not None:
+            trial.set_user_attr(VALUE_SE_ATTR, float(noise_sd))
         return values[0] if n_objectives == 1 else values
 
     if n_trials > 0:  # 0 when "grid" finds every design already run

@@ -143,6 +143,12 @@ def test_several_objectives() -> None:
         optimize_simplex(lambda w: 1.0, 3, 1, sampler="random", n_objectives=2)
 
 
+def test_noise_sd_is_recorded_on_every_trial() -> None:
+    result = optimize_simplex(score, 3, 3, sampler="random", noise_sd=0.02)
+    assert [t.user_attrs["value_se"] for t in result.study.trials] == [0.02] * 3
+    assert all("value_se" not in t.user_attrs for t in optimize_simplex(score, 3, 2, sampler="random").study.trials)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -150,6 +156,8 @@ def test_several_objectives() -> None:
         ({"n_domains": 1}, "at least 2 domains"),
         ({"sampler": "bayes"}, "unknown sampler"),
         ({"designs": [[0.5, 0.5]]}, "expected 3 weights"),
+        ({"noise_sd": -0.1}, "noise_sd must be a finite number >= 0"),
+        ({"noise_sd": float("nan")}, "noise_sd must be a finite number >= 0"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, object], message: str) -> None:

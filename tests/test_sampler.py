@@ -251,6 +251,39 @@ def test_recommend_maximises_the_posterior_mean_not_a_lucky_observation() -> Non
     assert abs(rec[0] - 0.4) < 0.1
 
 
+def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
+    """Trials with ``value_se`` > 0 mark the objective noisy: the GP's noise prior is then flat and the
+    fitted noise near the truth, where the near-noiseless default prior pulls it down."""
+    from gpytorch.priors import GammaPrior, LogNormalPrior
+
+    from dmo_search.sampler import VALUE_SE_ATTR, _fit_gp
+
+    rng = np.random.default_rng(0)
+    fitted = {}
+    for se in (None, 0.0, 0.05):
+        study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(2, seed=0))
+        for x in np.linspace(0.0, 1.0, 25):
+            y = -((x - 0.4) ** 2) + 0.05 * float(rng.normal())
+            attrs = {} if se is None else {VALUE_SE_ATTR: se}
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=simplex.weights_to_params([x, 1 - x]),
+                    distributions=simplex.distributions(2),
+                    values=[y],
+                    user_attrs=attrs,
+                )
+            )
+        history = study.sampler._history(study, exclude_trial_id=None)  # type: ignore[attr-defined]
+        assert history.noisy is (se == 0.05)
+        model = _fit_gp(torch.from_numpy(history.X), torch.from_numpy(history.Y), noisy=history.noisy)
+        prior = model.likelihood.noise_covar.noise_prior
+        assert isinstance(prior, GammaPrior if history.noisy else LogNormalPrior)
+        truth = 0.05**2 / float(np.var(history.Y, ddof=1))  # the noise variance in standardised units
+        fitted[se] = abs(math.log(float(model.likelihood.noise.mean()) / truth))
+        _assert_on_simplex(study.sampler.propose_batch(study, 2), 2)  # type: ignore[attr-defined]
+    assert fitted[0.05] < fitted[None], fitted
+
+
 def test_recommend_on_a_flat_objective_returns_an_observed_mixture() -> None:
     k = 3
     study = optuna.create_study(sampler=SimplexGPSampler(k, seed=0, **FAST))
