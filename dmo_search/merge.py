@@ -93,10 +93,11 @@ class InPlaceMerger:
         exclude_full: name patterns kept at base values for full fine-tune experts.
         method: the merge method; default linear (:class:`~dmo_search.merge_methods.MergeMethod`).
         fused: the linear merge's kernel sequence: True reads the base and writes the parameter inside
-            the first and last terms' kernels (fewer passes over memory: 1.3-1.7x faster on a GPU,
+            the first and last terms' kernels (fewer passes over memory: 1.1-1.5x faster on an H200,
             ``benchmarks/merge_bandwidth.py``); False starts from a float32 copy of the base and copies
-            the sum back (on a CPU torch makes those copies anyway for mixed dtypes, as temporaries).
-            Default: True off the CPU. Both give the same merge up to float32 rounding order.
+            the sum back (on a CPU, where torch's mixed-dtype kernels make such copies as temporaries,
+            the fused sequence ran at 0.24-0.71x). Default: True off the CPU. Both give the same merge
+            up to float32 rounding order.
     """
 
     def __init__(
