@@ -96,8 +96,8 @@ class InPlaceMerger:
             the first and last terms' kernels (fewer passes over memory: 1.1-1.5x faster on an H200,
             ``benchmarks/merge_bandwidth.py``); False starts from a float32 copy of the base and copies
             the sum back (on a CPU, where torch's mixed-dtype kernels make such copies as temporaries,
-            the fused sequence ran at 0.24x dense and 0.71x LoRA in bfloat16, 0.45x dense in float32). Default: True off the CPU. Both give the same merge
-            up to float32 rounding order.
+            the fused sequence ran at 0.24x dense and 0.71x LoRA in bfloat16, 0.45x dense in float32).
+            Default: True off the CPU. Both give the same merge up to float32 rounding order.
     """
 
     def __init__(
