@@ -21,7 +21,8 @@ How one proposal is made
    representative sample does, instead of crowding its vertices as a maximin design does.
 3. Then a GP (``SingleTaskGP``: Matern-5/2 kernel with automatic relevance determination and the
    dimension-scaled priors of [Hvarfner2024vanilla]_, an inferred homoscedastic noise, standardised
-   outcomes) is fitted to ``(w, y)`` by maximum a posteriori. When trials report a standard error
+   outcomes) is fitted to ``(w, y)`` by maximum a posteriori; the kernel reads each weight and its
+   square root (``_fit_gp``). When trials report a standard error
    above zero (the ``value_se`` attribute that the worker records and ``optimize_simplex(noise_sd=...)``
    sets), the noise gets a nearly flat prior instead of the near-noiseless default (``_likelihood``).
 4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
@@ -93,6 +94,8 @@ workers see a RUNNING trial as pending before its parameters are written."""
 _ZERO_SNAP = 1e-6
 # Two mixtures closer than this (Euclidean) are the same design point.
 _SAME_POINT = 1e-6
+# The GP also reads sqrt(w + eps) (see _fit_gp): eps keeps the map's slope finite at w = 0.
+_ROOT_EPS = 1e-3
 # Size of the pool of uniform draws that the initial designs pick from, per domain (at most 1024).
 _POOL_PER_DOMAIN = 128
 _POOL_MAX = 1024
@@ -701,6 +704,20 @@ def _fit_gp(
     default is the RBF kernel, whose infinitely smooth samples make it overconfident between points
     of a function that is steep near the faces, as data-mixing laws are).
 
+    The kernel's inputs are ``2K`` features per mixture: the weights and their square roots
+    (:func:`_mixture_features`), each with its own lengthscale. A mixture is a categorical
+    distribution, and ``w -> sqrt(w)`` maps the simplex with its Fisher-Rao metric onto a piece of a
+    sphere (distances become Hellinger distances): the first 1% of weight a domain receives moves a
+    mixture as far as going from 81% to 100% does. Data-mixing laws are power laws or exponentials
+    in the data a domain receives, steepest at zero weight, which the root features make gentle; an
+    objective smooth in the weights themselves (a merge proxy, a domain that only hurts, whose
+    penalty is linear in its weight) is fitted on the weights. ``benchmarks/sampler_efficiency.py``,
+    K=8, noiseless, regret after 30 trials, median / worst of 5 seeds, optimum on a face: 0.013 /
+    0.053 on the weights alone, 0.005 / 0.017 with both. Root features alone did as well there, but
+    were worse on a concave quadratic in the weights (K=4, 18 trials, interior optimum: median
+    0.0031 against 0.0005; both: 0.0011) and with noise on a face (K=4, 18 trials: 0.114 against
+    0.017).
+
     With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
     mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over
     the shared domains ``S``, ``m = sum w_S`` (the prior fades where new domains take the weight),
@@ -725,10 +742,17 @@ def _fit_one(X: torch.Tensor, Y: torch.Tensor, mean: Any, *, noisy: bool = False
 
     m = Y.shape[-1]
     batch = torch.Size([m]) if m > 1 else torch.Size()
-    covar = get_covar_module_with_dim_scaled_prior(ard_num_dims=X.shape[-1], batch_shape=batch, use_rbf_kernel=False)
+    n_features = 2 * X.shape[-1]  # the weights and their roots (_mixture_features)
+    covar = get_covar_module_with_dim_scaled_prior(ard_num_dims=n_features, batch_shape=batch, use_rbf_kernel=False)
     likelihood = _likelihood(batch) if noisy else None  # None: BoTorch's default, LogNormal(-4, 1)
     model = SingleTaskGP(
-        X, Y, likelihood=likelihood, covar_module=covar, mean_module=mean, outcome_transform=Standardize(m=m)
+        X,
+        Y,
+        likelihood=likelihood,
+        covar_module=covar,
+        mean_module=mean,
+        outcome_transform=Standardize(m=m),
+        input_transform=_feature_map_cls()(),
     )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
@@ -794,13 +818,43 @@ def _source_gp(x_bytes: bytes, y_bytes: bytes, shared: tuple[int, ...]) -> tuple
     return model, float(y.mean()), sd
 
 
+def _mixture_features(w: torch.Tensor) -> torch.Tensor:
+    """The GP's inputs for ``... x K`` weights: ``... x 2K``, the weights, then their roots
+    ``(sqrt(w + eps) - sqrt(eps)) / (sqrt(1 + eps) - sqrt(eps))`` (in ``[0, 1]``, slope about 16 at 0)."""
+    import torch
+
+    lo, hi = math.sqrt(_ROOT_EPS), math.sqrt(1.0 + _ROOT_EPS)
+    return torch.cat([w, ((w.clamp_min(0.0) + _ROOT_EPS).sqrt() - lo) / (hi - lo)], dim=-1)
+
+
+def _feature_map_class() -> type:
+    from botorch.models.transforms.input import InputTransform
+
+    class FeatureMap(InputTransform):
+        """Weights to :func:`_mixture_features`, in training, evaluation and fantasies."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.transform_on_train = True
+            self.transform_on_eval = True
+            self.transform_on_fantasize = True
+
+        def transform(self, X: torch.Tensor) -> torch.Tensor:
+            return _mixture_features(X)
+
+    return FeatureMap
+
+
+_feature_map_cls = functools.cache(_feature_map_class)
+
+
 def _prior_mean_class() -> type:
     import gpytorch
     import torch
 
     class PriorMean(gpytorch.means.Mean):
         """``constant + scale * m * (m_src(x_S / m) - mu) / sd`` with ``m = sum x_S``; the source GP is
-        fixed (not a submodule)."""
+        fixed (not a submodule). ``x`` are :func:`_mixture_features`: the weights come first."""
 
         def __init__(self, source: SingleTaskGP, mu: float, sd: float, shared: tuple[int, ...]) -> None:
             super().__init__()

@@ -284,6 +284,32 @@ def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
     assert fitted[0.05] < fitted[None], fitted
 
 
+def test_the_gp_reads_the_weights_and_their_roots() -> None:
+    """The kernel's inputs are the weights, then their roots in [0, 1] (steep at a zero weight); the
+    warm-start prior mean still reads the weights."""
+    from dmo_search.sampler import _fit_gp, _mixture_features, _prior_mean
+
+    W = torch.tensor([[0.0, 0.25, 0.75], [1.0, 0.0, 0.0], [0.5, 0.49, 0.01], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    F = _mixture_features(W)
+    torch.testing.assert_close(F[:, :3], W)
+    roots = F[:, 3:]
+    assert bool((roots[W == 0] == 0).all()) and bool((roots[W == 1] == 1).all())
+    assert float(roots[2, 2]) > 0.05  # 1% of the weight moves its root by over 5% of the range
+    assert bool((torch.diff(roots[:, 1].sort().values) >= 0).all())
+
+    y = torch.tensor([[0.1], [0.4], [0.3], [0.2]], dtype=torch.float64)
+    model = _fit_gp(W, y)
+    torch.testing.assert_close(model.train_inputs[0], F)  # eval mode holds the transformed inputs
+    assert model.covar_module.lengthscale.shape[-1] == 6  # one lengthscale per feature
+
+    source = _fit_gp(W[:, :2] / W[:, :2].sum(-1, keepdim=True), y)
+    mean = _prior_mean(source, 0.25, 0.1, shared=(0, 1))
+    mass = W[:, :2].sum(-1)
+    expected = mean.constant + mean.scale * mass * (source.posterior(W[:, :2] / mass[:, None]).mean[:, 0] - 0.25) / 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(mean(F), expected.detach())
+
+
 def test_recommend_on_a_flat_objective_returns_an_observed_mixture() -> None:
     k = 3
     study = optuna.create_study(sampler=SimplexGPSampler(k, seed=0, **FAST))
