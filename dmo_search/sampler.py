@@ -712,11 +712,17 @@ def _fit_gp(
     in the data a domain receives, steepest at zero weight, which the root features make gentle; an
     objective smooth in the weights themselves (a merge proxy, a domain that only hurts, whose
     penalty is linear in its weight) is fitted on the weights. ``benchmarks/sampler_efficiency.py``,
-    K=8, noiseless, regret after 30 trials, median / worst of 5 seeds, optimum on a face: 0.013 /
-    0.053 on the weights alone, 0.005 / 0.017 with both. Root features alone did as well there, but
-    were worse on a concave quadratic in the weights (K=4, 18 trials, interior optimum: median
-    0.0031 against 0.0005; both: 0.0011) and with noise on a face (K=4, 18 trials: 0.114 against
-    0.017).
+    5 seeds, regret after n trials, median / worst, weights alone -> both:
+
+    - K=8, noiseless, n=30: face 0.013 / 0.053 -> 0.005 / 0.017; all kinds 0.004 / 0.053 -> 0.002 /
+      0.017; vertex optimum after 15 trials 0.315 -> 0.000.
+    - K=4, noise sd 0.01, n=18, all kinds: 0.038 / 0.290 -> 0.082 / 0.604 (n=30: 0.047 / 0.331 ->
+      0.032 / 0.131). Noisy settings move both ways.
+
+    Root features alone matched both on the K=8 faces but were worse on a concave quadratic in the
+    weights (K=4, n=18, interior optimum: 0.0031 against 0.0005 on the weights; both 0.0011) and
+    with noise on a face (K=4, n=18: 0.114 against 0.017). Choosing one geometry by marginal
+    likelihood mostly chose the weights and left the K=8 faces as they were.
 
     With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
     mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over
@@ -774,7 +780,8 @@ def _likelihood(batch_shape: torch.Size) -> Any:
     on a validation subset, which near the best mixtures vary about as much as their noise; the GP then
     chases the noise. ``Gamma(1.1, 0.05)`` (BoTorch's default before 0.12) lets the data set the
     noise. ``benchmarks/sampler_efficiency.py``, K=4, noise sd 0.01, median regret after 18 trials:
-    0.111 with the default, 0.038 with this prior. It is used only when the trials report noise: with
+    0.111 with the default, 0.038 with this prior (measured on the weights alone, before the root
+    features of :func:`_fit_gp`). It is used only when the trials report noise: with
     few points the noise cannot be told from the signal, and on a noiseless objective the flat prior
     made the first GP proposals (and warm starts, whose GP starts at 2 points) explore noise that is
     not there. Fixing the noise at the reported standard error instead gave 0.091.
