@@ -721,7 +721,7 @@ def _fit_gp(
 
     Root features alone matched both on the K=8 faces but were worse on a concave quadratic in the
     weights (K=4, n=18, interior optimum: 0.0031 against 0.0005 on the weights; both 0.0011) and
-    with noise on a face (K=4, n=18: 0.114 against 0.017). Choosing one geometry by marginal
+    with noise on a face (K=4, n=18: 0.114 against 0.017; both 0.026). Choosing one geometry by marginal
     likelihood mostly chose the weights and left the K=8 faces as they were.
 
     With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
