@@ -717,7 +717,8 @@ def _fit_gp(
     - K=8, noiseless, n=30: face 0.013 / 0.053 -> 0.005 / 0.017; all kinds 0.004 / 0.053 -> 0.002 /
       0.017; vertex optimum after 15 trials 0.315 -> 0.000.
     - K=4, noise sd 0.01, n=18, all kinds: 0.038 / 0.290 -> 0.082 / 0.604 (n=30: 0.047 / 0.331 ->
-      0.032 / 0.131). Noisy settings move both ways.
+      0.032 / 0.131). Noisy settings move both ways: with noise sd 0.002, K=4, n=30, a face went
+      0.002 / 0.051 -> 0.004 / 0.013 and an interior optimum 0.013 / 0.048 -> 0.035 / 0.145.
 
     Root features alone matched both on the K=8 faces but were worse on a concave quadratic in the
     weights (K=4, n=18, interior optimum: 0.0031 against 0.0005 on the weights; both 0.0011) and
