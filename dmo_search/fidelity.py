@@ -23,6 +23,8 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from dmo_search.sampler import VALUE_SE_ATTR
+
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
     from dmo_search.objectives import Objective, ObjectiveResult
@@ -96,7 +98,7 @@ def evaluate_with_fidelities(
         frozen = trial.study._storage.get_trial(trial._trial_id)
         if pruner.prune(trial.study, frozen):
             trial.set_user_attr("scores", res.scores)
-            trial.set_user_attr("value_se", res.value_se)
+            trial.set_user_attr(VALUE_SE_ATTR, res.value_se)  # gp-simplex reads it
             trial.set_user_attr("n_examples", res.n_examples)
             trial.set_user_attr("pruned_at", n)
             trial.set_user_attr("eval_seconds", time.perf_counter() - t0)

@@ -40,6 +40,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from dmo_search import simplex
+from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.study import (
     StudyError,
     _diff,
@@ -332,7 +333,7 @@ def _score(
         return {"error": f"{type(e).__name__}: {e}"[:2000]}, None
     attrs = {
         "scores": result.scores,
-        "value_se": result.value_se,
+        VALUE_SE_ATTR: result.value_se,  # gp-simplex reads it
         "n_examples": result.n_examples,
         "merge_seconds": merge_s,
         "eval_seconds": eval_s,
