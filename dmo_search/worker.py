@@ -8,7 +8,9 @@ Exactly the budget completes, whatever the number of workers:
 
 * a trial is *claimed* (``study.ask``) under a study-wide lock (a PostgreSQL advisory lock, or a
   file lock next to a SQLite DB) and only while ``COMPLETE + RUNNING < budget``; a worker that finds
-  the budget covered by running trials waits for them instead of starting one more;
+  the budget covered by running trials waits for them instead of starting one more; a DB restart
+  releases the advisory lock, so a worker that lost it while claiming counts again under the lock and
+  fails its new trial unrun (user attribute ``over_budget``) if other workers took the place meanwhile;
 * a running trial sends a heartbeat every ``worker.heartbeat_interval`` seconds; a trial whose
   heartbeat is older than ``worker.grace_period`` belongs to a dead worker: any worker fails it and
   Optuna's stale-trial callback enqueues its mixture again (a new trial number; numbers never repeat);
@@ -74,6 +76,9 @@ __all__ = [
 _log = logging.getLogger("dmo_search")
 _T = TypeVar("_T")
 
+# User attribute of a trial failed unrun because the DB restarted while it was claimed and other
+# workers took its place in the budget meanwhile (see _within_budget).
+_OVER_BUDGET_ATTR = "over_budget"
 #: How long a storage call keeps retrying while the DB is unreachable (``DMO_DB_RETRY_SECONDS``).
 DB_RETRY_SECONDS = float(os.environ.get("DMO_DB_RETRY_SECONDS", "300"))
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 8.0
@@ -189,9 +194,13 @@ def with_retries(study: optuna.Study) -> optuna.Study:
 
 
 @contextlib.contextmanager
-def _claim_lock(study: optuna.Study) -> Iterator[None]:
+def _claim_lock(study: optuna.Study) -> Iterator[Callable[[], bool]]:
     """A study-wide lock around claiming a trial: a PostgreSQL advisory lock (released by the server
-    if this process dies), a ``flock`` on ``<db>.lock`` for SQLite, nothing for other databases."""
+    if this process dies), a ``flock`` on ``<db>.lock`` for SQLite, nothing for other databases.
+
+    Yields a function that says whether the lock is still held: a PostgreSQL restart (or a cut
+    connection) releases an advisory lock with its session, and another worker may then have taken it.
+    """
     rdb: Any = getattr(study._storage, "_backend", study._storage)
     url = str(getattr(rdb, "url", ""))
     db = _sqlite_path(url)
@@ -199,20 +208,44 @@ def _claim_lock(study: optuna.Study) -> Iterator[None]:
         with open(f"{db}.lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield
+                yield lambda: True
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return
     if not url.startswith("postgresql"):
-        yield
+        yield lambda: True
         return
     from sqlalchemy import text
 
     key = int.from_bytes(hashlib.sha256(f"dmo-search:{study.study_name}".encode()).digest()[:8], "big", signed=True)
-    conn = retry_db(rdb.engine.connect, what=hide_password(url))
+
+    def lock_session() -> Any:
+        conn = rdb.engine.connect()  # a fresh session per attempt: a dropped one cannot be reused
+        try:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        return conn
+
+    def still_held() -> bool:
+        try:
+            held = conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid())"
+                )
+            ).scalar()
+        except Exception as e:
+            if is_connection_error(e):
+                return False
+            raise
+        return bool(held)
+
+    conn = retry_db(lock_session, what=hide_password(url))
     try:
-        retry_db(lambda: conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key}), what=hide_password(url))
-        yield
+        yield still_held
     finally:
         with contextlib.suppress(Exception):  # a dropped connection has released the lock already
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
@@ -267,7 +300,8 @@ def _claim(study: optuna.Study, cfg: StudyConfig, target: int, say: Callable[[st
     waited = False
     while True:
         _reap(study, cfg)
-        with _claim_lock(study):
+        trial = None
+        with _claim_lock(study) as still_held:
             complete, running, waiting = _counts(study)
             if complete >= target:
                 return None
@@ -277,11 +311,33 @@ def _claim(study: optuna.Study, cfg: StudyConfig, target: int, say: Callable[[st
             elif complete + running < target:
                 with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    return study.ask()
+                    trial = study.ask()
+                if still_held():
+                    return trial
+        if trial is not None:
+            if _within_budget(study, trial, target, say):
+                return trial
+            continue
         if not waited:
             say(f"{complete} trial(s) complete and {running} running cover the budget of {target}; waiting for them")
             waited = True
         time.sleep(min(1.0, cfg.worker.heartbeat_interval))
+
+
+def _within_budget(study: optuna.Study, trial: optuna.Trial, target: int, say: Callable[[str], None]) -> bool:
+    """For a trial claimed while the claim lock was lost (the DB restarted mid-claim): keep it if the
+    budget still has room for it, else fail it unrun (another worker claimed the same place)."""
+    with _claim_lock(study):
+        complete, running, _ = _counts(study)  # ``trial`` is one of the running trials
+        if complete + running <= target:
+            return True
+        trial.set_user_attr(_OVER_BUDGET_ATTR, True)
+        study.tell(trial, state=TrialState.FAIL)
+    say(
+        f"trial {trial.number} was claimed while the DB restarted and the budget of {target} was taken "
+        "meanwhile by other workers; it was failed without running"
+    )
+    return False
 
 
 @dataclass(frozen=True)

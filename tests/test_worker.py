@@ -117,6 +117,39 @@ def test_three_workers_one_killed(toy_world: Any, pg_cluster: PgCluster, tmp_pat
     assert all(r["study_complete"] == budget for r in reports)
 
 
+def test_claim_whose_lock_a_restart_cut_is_given_back(toy_world: Any, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """A DB restart cuts worker A's claim lock while A claims the last place of the budget, and worker B
+    takes the lock and that place meanwhile: A fails its trial unrun, so exactly the budget completes.
+    (The race that a restart in test_postgres_restart_mid_study hits only now and then, made certain.)"""
+    import sqlalchemy
+
+    from dmo_search.worker import _claim, join_study
+
+    _, url = _pg_study(toy_world, pg_cluster, tmp_path, "lost_lock", 1)
+    study_a, cfg = join_study("lost_lock", url)
+    study_b, _ = join_study("lost_lock", url)
+    said: list[str] = []
+    ask_a = study_a.ask
+
+    def ask_while_the_lock_is_cut() -> Any:
+        admin = sqlalchemy.create_engine(url)
+        with admin.connect() as c:  # end A's lock session, as a server restart does
+            c.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"))
+        admin.dispose()
+        trial_b = _claim(study_b, cfg, 1, said.append)
+        assert trial_b is not None
+        study_b.tell(trial_b, 0.5)
+        return ask_a()
+
+    study_a.ask = ask_while_the_lock_is_cut  # type: ignore[method-assign]
+    assert _claim(study_a, cfg, 1, said.append) is None  # the budget is complete: nothing left to claim
+
+    trials = study_b.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
+    assert trials[1].user_attrs.get("over_budget") is True
+    assert any("failed without running" in m for m in said), said
+
+
 def test_postgres_restart_mid_study(toy_world: Any, pg_cluster: PgCluster, tmp_path: Path) -> None:
     budget = 6
     _, url = _pg_study(toy_world, pg_cluster, tmp_path, "restart", budget)
