@@ -723,7 +723,12 @@ def _fit_gp(
     Root features alone matched both on the K=8 faces but were worse on a concave quadratic in the
     weights (K=4, n=18, interior optimum: 0.0031 against 0.0005 on the weights; both 0.0011) and
     with noise on a face (K=4, n=18: 0.114 against 0.017; both 0.026). Choosing one geometry by marginal
-    likelihood mostly chose the weights and left the K=8 faces as they were.
+    likelihood mostly chose the weights and left the K=8 faces as they were. Under noise (sd 0.01, median
+    regret), two more variants moved cells both ways, so neither was kept: a linear kernel on the
+    weights added to this one (K=4 after 18 trials 0.082 -> 0.064, but a K=4 face 0.026 -> 0.067; K=8
+    after 40: face 0.292 -> 0.199, interior 0.301 -> 0.400), and one lengthscale for all 2K inputs
+    (K=4 after 18: 0.082 -> 0.107; K=8 face after 15: 0.573 -> 0.270; K=8 interior after 30: 0.368 ->
+    0.505).
 
     With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
     mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over
