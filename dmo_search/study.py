@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from dmo_search import simplex
 from dmo_search.config import ConfigError, StudyConfig, parse_config
 from dmo_search.experts import fingerprint
+from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.sampling import make_sampler
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ def _record(t: FrozenTrial) -> TrialRecord:
         state=t.state.name,
         weights=ua.get("weights"),
         value=t.value if t.state == TrialState.COMPLETE else None,
-        value_se=ua.get("value_se"),
+        value_se=ua.get(VALUE_SE_ATTR),
         scores=ua.get("scores"),
         merge_seconds=ua.get("merge_seconds"),
         eval_seconds=ua.get("eval_seconds"),

@@ -14,6 +14,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.study import TrialRecord, trial_records
 
 __all__ = ["StudyData", "UnknownStudyError", "list_study_names", "load_study_data", "with_recommendation"]
@@ -82,7 +83,7 @@ def _records(study: optuna.Study) -> list[TrialRecord]:
                 state=t.state.name,
                 weights=ua.get("weights"),
                 value=float(sum(vals) / len(vals)) if vals else None,
-                value_se=ua.get("value_se"),
+                value_se=ua.get(VALUE_SE_ATTR),
                 scores=ua.get("scores"),
                 merge_seconds=ua.get("merge_seconds"),
                 eval_seconds=ua.get("eval_seconds"),

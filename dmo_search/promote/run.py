@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dmo_search.promote.config import PromotionConfig
 from dmo_search.promote.store import PromotionRecord, PromotionStore
+from dmo_search.sampler import VALUE_SE_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -61,7 +62,7 @@ def _trial_proxy(study: optuna.Study, number: int) -> dict[str, Any] | None:
         return None
     return {
         "proxy_value": float(t.value),
-        "proxy_value_se": t.user_attrs.get("value_se"),
+        "proxy_value_se": t.user_attrs.get(VALUE_SE_ATTR),
         "proxy_scores": t.user_attrs.get("scores"),
         "proxy_source": f"trial {number}",
     }
