@@ -157,8 +157,8 @@ class SimplexGPSampler(BaseSampler):
         n_startup_trials: completed trials before the GP takes over. Defaults to :obj:`None`: the
             length of the design for ``"paper"`` or a list of mixtures, else ``K + 1`` (the smallest
             design that fixes a linear trend on the simplex, plus one point). A shorter start,
-            ``max(3, ceil(K / 2) + 1)`` points, was measured and not kept (noiseless
-            ``benchmarks/sampler_efficiency.py``, median regret): better at K = 3 after 6 trials
+            ``max(3, ceil(K / 2) + 1)`` points, was measured and not kept (median regret on the noiseless
+            landscapes of ``benchmarks/sampler_efficiency.py``): better at K = 3 after 6 trials
             (interior 0.059 -> 0.004, 10 seeds) and no worse at K = 4, but worse at K = 8 (interior,
             seeds 0-4: 0.098 -> 0.137 after 15 trials, 0.040 -> 0.072 after 20), where 16 inputs
             and 5 points leave the GP little to fit.
