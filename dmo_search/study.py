@@ -41,11 +41,13 @@ if TYPE_CHECKING:
     from dmo_search.objectives import Objective, ObjectiveResult
 
 __all__ = [
+    "OVER_BUDGET_ATTR",
     "StudyError",
     "TrialRecord",
     "best_record",
     "check_objective",
     "evaluate_mixture",
+    "failure_reason",
     "hide_password",
     "load_study",
     "open_storage",
@@ -57,6 +59,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("dmo_search")
+#: User attribute of a trial that a worker failed unrun: it was claimed while the DB restarted, and
+#: other workers took its place in the study's budget meanwhile.
+OVER_BUDGET_ATTR = "over_budget"
 
 HEARTBEAT_INTERVAL = 5
 GRACE_PERIOD = 15
@@ -305,23 +310,40 @@ def evaluate_mixture(
     return result, t1 - t0, time.perf_counter() - t1
 
 
+def failure_reason(t: FrozenTrial) -> str | None:
+    """Why a trial failed, for ``status`` and the dashboard (None unless it failed).
+
+    The worker stores the error of a merge or evaluation that raised; a trial failed unrun for the
+    budget carries :data:`OVER_BUDGET_ATTR`; a trial failed with neither was failed for its process:
+    interrupted, or reaped once its heartbeat lapsed (killed, or its machine lost).
+    """
+    if t.state != TrialState.FAIL:
+        return None
+    if t.user_attrs.get("error"):
+        return str(t.user_attrs["error"])
+    if t.user_attrs.get(OVER_BUDGET_ATTR):
+        return "not run: claimed while the DB restarted, and other workers took its place in the budget"
+    return "its process stopped before reporting a result (interrupted, or killed: no heartbeat)"
+
+
 def _record(t: FrozenTrial) -> TrialRecord:
     ua = t.user_attrs
+    values = t.values if t.state == TrialState.COMPLETE else None
     return TrialRecord(
         number=t.number,
         state=t.state.name,
         weights=ua.get("weights"),
-        value=t.value if t.state == TrialState.COMPLETE else None,
+        value=float(sum(values) / len(values)) if values else None,
         value_se=ua.get(VALUE_SE_ATTR),
         scores=ua.get("scores"),
         merge_seconds=ua.get("merge_seconds"),
         eval_seconds=ua.get("eval_seconds"),
-        error=ua.get("error"),
+        error=failure_reason(t),
     )
 
 
 def trial_records(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of the study, in number order."""
+    """Every trial of the study, in number order (with several objectives ``value`` is their mean)."""
     return [_record(t) for t in study.get_trials(deepcopy=False)]
 
 

@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 from dmo_search import simplex
 from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.study import (
+    OVER_BUDGET_ATTR,
     StudyError,
     _diff,
     _fail_heartbeatless,
@@ -76,9 +77,6 @@ __all__ = [
 _log = logging.getLogger("dmo_search")
 _T = TypeVar("_T")
 
-# User attribute of a trial failed unrun because the DB restarted while it was claimed and other
-# workers took its place in the budget meanwhile (see _within_budget).
-_OVER_BUDGET_ATTR = "over_budget"
 #: How long a storage call keeps retrying while the DB is unreachable (``DMO_DB_RETRY_SECONDS``).
 DB_RETRY_SECONDS = float(os.environ.get("DMO_DB_RETRY_SECONDS", "300"))
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 8.0
@@ -331,7 +329,7 @@ def _within_budget(study: optuna.Study, trial: optuna.Trial, target: int, say: C
         complete, running, _ = _counts(study)  # ``trial`` is one of the running trials
         if complete + running <= target:
             return True
-        trial.set_user_attr(_OVER_BUDGET_ATTR, True)
+        trial.set_user_attr(OVER_BUDGET_ATTR, True)
         study.tell(trial, state=TrialState.FAIL)
     say(
         f"trial {trial.number} was claimed while the DB restarted and the budget of {target} was taken "

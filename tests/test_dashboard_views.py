@@ -18,7 +18,7 @@ from dmo_search.dashboard.promotions import load_promotion_records
 from dmo_search.dashboard.storage import DashboardStorageError, open_read_storage
 from dmo_search.optimize import optimize_simplex
 from dmo_search.promote.store import PromotionRecord
-from dmo_search.study import TrialRecord
+from dmo_search.study import OVER_BUDGET_ATTR, TrialRecord
 
 
 def _rec(n: int, w: list[float] | None, v: float | None, **kw: object) -> TrialRecord:
@@ -187,3 +187,31 @@ def test_a_study_without_trials_renders_every_panel() -> None:
     assert all(_svg_paths(p.svg) > 0 for p in panels)
     text = study_page(empty, panels, live=False)
     assert "no trials" in text and "No promotions yet" in text and "<script" not in text
+
+
+def test_failed_trials_are_listed_with_why_they_failed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    study = optuna.create_study(study_name="f", storage=url, direction="maximize")
+    raised = study.ask()
+    raised.set_user_attr("weights", [1.0, 0.0, 0.0])
+    raised.set_user_attr("error", "RuntimeError: merge <failed>")
+    study.tell(raised, state=optuna.trial.TrialState.FAIL)
+    unrun = study.ask()
+    unrun.set_user_attr(OVER_BUDGET_ATTR, True)
+    study.tell(unrun, state=optuna.trial.TrialState.FAIL)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a process that stopped: no attribute
+    study.tell(study.ask(), 0.5)
+    storage = open_read_storage(url)
+    try:
+        d = load_study_data(storage, "f")
+    finally:
+        storage.engine.dispose()
+    errors = [t.error for t in d.trials]
+    assert errors[0] == "RuntimeError: merge <failed>" and errors[3] is None
+    assert errors[1] is not None and errors[1].startswith("not run: claimed while the DB restarted")
+    assert errors[2] is not None and "stopped before reporting a result" in errors[2]
+    text = study_page(d, study_panels(d, []), live=False)
+    table = text[text.index('<table id="failures">') :]
+    assert table.index(">2<") < table.index(">1<") < table.index(">0<")  # the most recent first
+    assert "merge &lt;failed&gt;" in table and "w0=1.000, w1=0.000, w2=0.000" in table  # escaped
+    assert 'id="failures"' not in study_page(_data([_rec(0, [1, 0, 0], 0.2)]), [], live=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from dmo_search.study import open_storage, reap_stale_trials
+from dmo_search.study import open_storage, reap_stale_trials, trial_records
 
 
 def test_trial_without_heartbeat_is_reaped_and_retried(tmp_path: Path) -> None:
@@ -23,6 +23,8 @@ def test_trial_without_heartbeat_is_reaped_and_retried(tmp_path: Path) -> None:
     assert states[:2] == [TrialState.FAIL, TrialState.COMPLETE]
     assert states[2:] == [TrialState.WAITING]  # its mixture is queued again
     assert any("FAILED" in m for m in messages)
+    reason = trial_records(study)[0].error  # what `status` and the dashboard show for it
+    assert reason is not None and "stopped before reporting a result" in reason
 
 
 def test_live_heartbeats_are_left_alone(tmp_path: Path) -> None:

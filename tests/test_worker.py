@@ -123,6 +123,7 @@ def test_claim_whose_lock_a_restart_cut_is_given_back(toy_world: Any, pg_cluster
     (The race that a restart in test_postgres_restart_mid_study hits only now and then, made certain.)"""
     import sqlalchemy
 
+    from dmo_search.study import failure_reason
     from dmo_search.worker import _claim, join_study
 
     _, url = _pg_study(toy_world, pg_cluster, tmp_path, "lost_lock", 1)
@@ -147,6 +148,7 @@ def test_claim_whose_lock_a_restart_cut_is_given_back(toy_world: Any, pg_cluster
     trials = study_b.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
     assert trials[1].user_attrs.get("over_budget") is True
+    assert (failure_reason(trials[1]) or "").startswith("not run: claimed while the DB restarted")
     assert any("failed without running" in m for m in said), said
 
 

@@ -12,9 +12,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
 
-from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.study import TrialRecord, trial_records
 
 __all__ = ["StudyData", "UnknownStudyError", "list_study_names", "load_study_data", "with_recommendation"]
@@ -69,30 +67,6 @@ def list_study_names(storage: BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
 
 
-def _records(study: optuna.Study) -> list[TrialRecord]:
-    """:func:`dmo_search.study.trial_records`; with several objectives ``value`` is their mean."""
-    if len(study.directions) == 1:
-        return trial_records(study)
-    recs = []
-    for t in study.get_trials(deepcopy=False):
-        ua = t.user_attrs
-        vals = t.values if t.state == TrialState.COMPLETE else None
-        recs.append(
-            TrialRecord(
-                number=t.number,
-                state=t.state.name,
-                weights=ua.get("weights"),
-                value=float(sum(vals) / len(vals)) if vals else None,
-                value_se=ua.get(VALUE_SE_ATTR),
-                scores=ua.get("scores"),
-                merge_seconds=ua.get("merge_seconds"),
-                eval_seconds=ua.get("eval_seconds"),
-                error=ua.get("error"),
-            )
-        )
-    return recs
-
-
 def _expert_names(attrs: dict[str, Any], trials: list[TrialRecord]) -> list[str]:
     names = attrs.get("expert_names")
     if not names:
@@ -140,7 +114,7 @@ def load_study_data(storage: BaseStorage, study_name: str, *, recommend: bool = 
     study = optuna.load_study(study_name=study_name, storage=storage)
     attrs = study.user_attrs
     cfg = attrs.get("config") or {}
-    trials = _records(study)
+    trials = trial_records(study)
     search = cfg.get("search") or {}
     data = StudyData(
         study_name=study_name,

@@ -116,6 +116,25 @@ def _summary(data: StudyData) -> str:
     return f'<table id="summary">{body}</table>'
 
 
+_MAX_FAILURES_SHOWN = 10
+
+
+def _failures(data: StudyData) -> str:
+    """The most recent failed trials and why each failed (nothing when no trial failed)."""
+    failed = [t for t in data.trials if t.state == "FAIL"]
+    if not failed:
+        return ""
+    shown = failed[-_MAX_FAILURES_SHOWN:]
+    head = "<tr><th>trial</th><th>weights</th><th>why it failed</th></tr>"
+    rows = "".join(
+        f"<tr><td>{t.number}</td><td>{html.escape(_fmt_w(data.expert_names, t.weights))}</td>"
+        f"<td>{html.escape((t.error or '-')[:300])}</td></tr>"
+        for t in reversed(shown)
+    )
+    more = f" (the last {len(shown)} of {len(failed)})" if len(failed) > len(shown) else ""
+    return f'<h3 style="margin:12px 0 0">Failed trials{more}</h3><table id="failures">{head}{rows}</table>'
+
+
 def _document(title: str, header: str, body: str, refresh: int | None = None) -> str:
     meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     return (
@@ -143,7 +162,7 @@ def study_page(data: StudyData, panels: Sequence[Panel], *, live: bool) -> str:
         f"{_svg_img(p.svg, p.title)}<figcaption>{html.escape(p.caption)}</figcaption></figure>"
         for p in panels
     )
-    body = _summary(data) + f'<div class="grid">{figs}</div>'
+    body = _summary(data) + _failures(data) + f'<div class="grid">{figs}</div>'
     return _document(f"dmo-search: {data.study_name}", header, body, LIVE_REFRESH_S if live else None)
 
 
