@@ -322,8 +322,8 @@ def failure_reason(t: FrozenTrial) -> str | None:
     if t.user_attrs.get("error"):
         return str(t.user_attrs["error"])
     if t.user_attrs.get(OVER_BUDGET_ATTR):
-        return "not run: claimed while the DB restarted, and other workers took its place in the budget"
-    return "its process stopped before reporting a result (interrupted, or killed: no heartbeat)"
+        return "not run: others filled the budget while the DB restarted"
+    return "its process stopped before reporting (interrupted or killed)"
 
 
 def _record(t: FrozenTrial) -> TrialRecord:

@@ -200,3 +200,7 @@ def test_sigkill_then_resume(toy_world: Any, tmp_path: Path) -> None:
     assert "FAILED" in res.stderr  # the user is told which trial was failed
     summary = json.loads(res.stdout)
     assert summary["counts"]["COMPLETE"] == 5
+    shown = subprocess.run(
+        [*exe, "status", "k", "--storage", f"sqlite:///{db}"], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and "stopped before reporting" in shown.stdout  # why the killed trial failed

@@ -208,8 +208,8 @@ def test_failed_trials_are_listed_with_why_they_failed(tmp_path: Path) -> None:
         storage.engine.dispose()
     errors = [t.error for t in d.trials]
     assert errors[0] == "RuntimeError: merge <failed>" and errors[3] is None
-    assert errors[1] is not None and errors[1].startswith("not run: claimed while the DB restarted")
-    assert errors[2] is not None and "stopped before reporting a result" in errors[2]
+    assert errors[1] is not None and errors[1].startswith("not run: others filled the budget")
+    assert errors[2] is not None and "stopped before reporting" in errors[2]
     text = study_page(d, study_panels(d, []), live=False)
     table = text[text.index('<table id="failures">') :]
     assert table.index(">2<") < table.index(">1<") < table.index(">0<")  # the most recent first

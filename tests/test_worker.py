@@ -148,7 +148,7 @@ def test_claim_whose_lock_a_restart_cut_is_given_back(toy_world: Any, pg_cluster
     trials = study_b.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
     assert trials[1].user_attrs.get("over_budget") is True
-    assert (failure_reason(trials[1]) or "").startswith("not run: claimed while the DB restarted")
+    assert (failure_reason(trials[1]) or "").startswith("not run: others filled the budget")
     assert any("failed without running" in m for m in said), said
 
 
