@@ -742,7 +742,10 @@ def _fit_gp(
     weights added to this one (K=4 after 18 trials 0.082 -> 0.064, but a K=4 face 0.026 -> 0.067; K=8
     after 40: face 0.292 -> 0.199, interior 0.301 -> 0.400), and one lengthscale for all 2K inputs
     (K=4 after 18: 0.082 -> 0.107; K=8 face after 15: 0.573 -> 0.270; K=8 interior after 30: 0.368 ->
-    0.505).
+    0.505). Nor was a quadratic kernel on the weights added to this one (Scheffe's second-order mixture
+    model as a GP term): better noiseless at K=3 (interior after 6 trials 0.059 -> 0.015, 10 seeds) but
+    worse at K=4 (interior after 12: 0.005 -> 0.012) and under noise (K=4 after 18 trials: face 0.025
+    -> 0.101 on 4 seeds, interior after 30 0.073 -> 0.176 on 10; K=8 interior after 40 0.301 -> 0.354).
 
     With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
     mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over
