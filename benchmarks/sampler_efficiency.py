@@ -60,6 +60,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import optuna
@@ -98,11 +99,38 @@ FLOOR = 0.001
 
 
 @dataclasses.dataclass(frozen=True)
-class Landscape:
-    """A synthetic mixture landscape; ``f(W)`` scores the rows of an ``n x K`` array."""
+class LandscapeBase:
+    """What every landscape family shares: ``f(W)`` scores the rows of an ``n x K`` array; the
+    maximum ``f_star`` at ``w_star`` and the mean ``f_mean`` over the simplex give the regret."""
 
     kind: str
     n_domains: int
+    f_star: float = dataclasses.field(default=0.0, kw_only=True)
+    w_star: tuple[float, ...] = dataclasses.field(default=(), kw_only=True)
+    f_mean: float = dataclasses.field(default=0.0, kw_only=True)
+
+    def f(self, W: NDArray[np.float64]) -> NDArray[np.float64]:
+        return self._f_and_grad(np.atleast_2d(W))[0]
+
+    def _f_and_grad(self, W: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Values (``n``) and gradients (``n x K``) at the rows of ``W``."""
+        raise NotImplementedError
+
+    def regret(self, w: Sequence[float]) -> float:
+        value = float(self.f(np.asarray(w, dtype=np.float64))[0])
+        return max(self.f_star - value, 0.0) / (self.f_star - self.f_mean)
+
+    def solved(self, f_star: float, w_star: NDArray[np.float64]) -> Self:
+        """This landscape with its maximum and its mean over the uniform distribution on the simplex."""
+        f_mean = float(self.f(np.random.default_rng(0).dirichlet(np.ones(self.n_domains), 50000)).mean())
+        return dataclasses.replace(self, f_star=f_star, w_star=tuple(float(x) for x in w_star), f_mean=f_mean)
+
+
+@dataclasses.dataclass(frozen=True)
+class Landscape(LandscapeBase):
+    """The repo's family (module docstring): power-law or exponential task scores with transfer,
+    interference and pairwise conflicts."""
+
     lo: NDArray[np.float64]  # M
     gain: NDArray[np.float64]  # M
     power: NDArray[np.bool_]  # M: power law (else exponential)
@@ -111,15 +139,8 @@ class Landscape:
     transfer: NDArray[np.float64]  # K x M
     interference: NDArray[np.float64]  # K x M
     conflict: NDArray[np.float64]  # K x K, upper triangular
-    f_star: float = 0.0
-    w_star: tuple[float, ...] = ()
-    f_mean: float = 0.0
-
-    def f(self, W: NDArray[np.float64]) -> NDArray[np.float64]:
-        return self._f_and_grad(np.atleast_2d(W))[0]
 
     def _f_and_grad(self, W: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Values (``n``) and gradients (``n x K``) at the rows of ``W``."""
         x = np.clip(W @ self.transfer, 0.0, None)
         base = 1.0 + x / self.scale
         g = np.where(self.power, 1.0 - base ** (-self.alpha), 1.0 - np.exp(-x / self.scale))
@@ -135,12 +156,8 @@ class Landscape:
         grad = (self.gain * dg) @ self.transfer.T / m - self.interference.sum(axis=1) / m - W @ sym
         return value, grad
 
-    def regret(self, w: Sequence[float]) -> float:
-        value = float(self.f(np.asarray(w, dtype=np.float64))[0])
-        return max(self.f_star - value, 0.0) / (self.f_star - self.f_mean)
 
-
-def _maximise(land: Landscape | MixingLawLandscape, rng: np.random.Generator) -> tuple[float, NDArray[np.float64]]:
+def _maximise(land: LandscapeBase, rng: np.random.Generator) -> tuple[float, NDArray[np.float64]]:
     """The landscape's maximum: SLSQP (exact gradients) from the best of many draws and the vertices."""
     k = land.n_domains
     cands = np.concatenate([rng.dirichlet(np.ones(k), 20000), np.eye(k), [np.full(k, 1.0 / k)]])
@@ -217,34 +234,21 @@ def make_landscape(kind: str, n_domains: int, seed: int) -> Landscape:
             "vertex": bool(w_star[special] > 1.0 - 1e-9),
         }[kind]
         if ok:
-            f_mean = float(land.f(np.random.default_rng(0).dirichlet(np.ones(k), 50000)).mean())
-            return dataclasses.replace(land, f_star=f_star, w_star=tuple(float(x) for x in w_star), f_mean=f_mean)
+            return land.solved(f_star, w_star)
     raise RuntimeError(f"could not draw a {kind} landscape for K={k}, seed={seed}")
 
 
 @dataclasses.dataclass(frozen=True)
-class MixingLawLandscape:
+class MixingLawLandscape(LandscapeBase):
     """The held-out family: the negative mean of per-domain losses ``c_i + k_i exp(sum_j t_ij w_j)``."""
 
-    kind: str
-    n_domains: int
     c: NDArray[np.float64]  # K
     k: NDArray[np.float64]  # K
     t: NDArray[np.float64]  # K x K: row i, the effect of each domain's weight on task i's log-loss
-    f_star: float = 0.0
-    w_star: tuple[float, ...] = ()
-    f_mean: float = 0.0
-
-    def f(self, W: NDArray[np.float64]) -> NDArray[np.float64]:
-        return self._f_and_grad(np.atleast_2d(W))[0]
 
     def _f_and_grad(self, W: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         e = self.k * np.exp(W @ self.t.T)  # n x K
         return -(self.c + e).mean(axis=1), -(e @ self.t) / len(self.c)
-
-    def regret(self, w: Sequence[float]) -> float:
-        value = float(self.f(np.asarray(w, dtype=np.float64))[0])
-        return max(self.f_star - value, 0.0) / (self.f_star - self.f_mean)
 
 
 def mixing_law_landscape(n_domains: int, seed: int) -> MixingLawLandscape:
@@ -262,9 +266,7 @@ def mixing_law_landscape(n_domains: int, seed: int) -> MixingLawLandscape:
     t = rng.normal(0.0, 0.6, (k, k))
     t[np.diag_indices(k)] = -rng.uniform(1.0, 4.0, k)
     land = MixingLawLandscape("mixlaw", k, rng.uniform(1.5, 3.0, k), rng.uniform(0.5, 1.5, k), t)
-    f_star, w_star = _maximise(land, rng)
-    f_mean = float(land.f(np.random.default_rng(0).dirichlet(np.ones(k), 50000)).mean())
-    return dataclasses.replace(land, f_star=f_star, w_star=tuple(float(x) for x in w_star), f_mean=f_mean)
+    return land.solved(*_maximise(land, rng))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ class Run:
 
 def run_one(
     sampler_name: str,
-    land: Landscape | MixingLawLandscape,
+    land: LandscapeBase,
     *,
     noise: float,
     seed: int,

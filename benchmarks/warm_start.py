@@ -59,10 +59,7 @@ def perturb(land: Landscape, rel: float, seed: int) -> Landscape:
         interference=jitter(land.interference),
         conflict=jitter(land.conflict),
     )
-    f_star, w_star = _maximise(new, np.random.default_rng(seed))
-    k = land.n_domains
-    f_mean = float(new.f(np.random.default_rng(0).dirichlet(np.ones(k), 50000)).mean())
-    return dataclasses.replace(new, f_star=f_star, w_star=tuple(float(x) for x in w_star), f_mean=f_mean)
+    return new.solved(*_maximise(new, np.random.default_rng(seed)))
 
 
 def target_curve(
