@@ -476,7 +476,7 @@ class _Progress:
             self.bar.update(1)
             self._postfix(study)
         elif trial.state == TrialState.FAIL:
-            self.bar.write(f"trial {trial.number} failed: {trial.user_attrs.get('error', '?')}")
+            self.bar.write(f"trial {trial.number} failed: {failure_reason(trial)}")
 
     def close(self) -> None:
         if self.bar is not None:
