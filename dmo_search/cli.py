@@ -100,6 +100,14 @@ def _load_cfg(args: argparse.Namespace) -> Any:
     )
 
 
+def _noise(recs: Sequence[Any], cfg: Any) -> dict[str, Any] | None:
+    """Whether the completed trials' scores are noise-limited (:mod:`dmo_search.noise`), as a dict."""
+    from dmo_search.noise import study_noise
+
+    check = study_noise(recs, cfg.objective.subset_size)
+    return None if check is None else check.to_dict()
+
+
 def _summary(study: Any, cfg: Any) -> dict[str, Any]:
     from dmo_search.study import best_record, recommended_weights, trial_records
 
@@ -120,6 +128,7 @@ def _summary(study: Any, cfg: Any) -> dict[str, Any]:
         "sampler": cfg.search.sampler,
         "constraints": None if constraints is None else constraints.describe(),
         "warm_start": (study.user_attrs.get("warm_start") or {}).get("source"),
+        "noise": _noise(recs, cfg),
     }
 
 
@@ -145,6 +154,8 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
     warm = summary.get("warm_start")
     if warm:
         lines.append(f"warm-started from study {warm.get('study')!r} ({warm.get('storage', '?')})")
+    if summary.get("noise"):
+        lines.append(summary["noise"]["message"])
     return "\n".join(lines)
 
 
@@ -258,7 +269,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from dmo_search.study import load_study, trial_records
 
     study, cfg = load_study(args.study, args.storage)
-    recs = [r.to_dict() for r in trial_records(study)]
+    records = trial_records(study)
+    recs = [r.to_dict() for r in records]
     if args.json:
         _emit({**_summary(study, cfg), "trials": recs}, True, "")
         return 0
@@ -274,6 +286,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append([str(r["number"]), r["state"], w, val, t, (r["error"] or "")[:60]])
     print(f"study {cfg.study_name} ({cfg.storage_url()}), experts: {', '.join(cfg.expert_names)}")
     print(_table(rows, ["#", "state", "weights", "value", "merge+eval s", "error"]))
+    noise = _noise(records, cfg)
+    if noise:
+        print(noise["message"])
     return 0
 
 

@@ -126,6 +126,42 @@ def test_launch_with_warm_start_records_the_source_and_runs_its_best_first(
     assert not (out / "w2.db").exists()
 
 
+def test_noise_limited_study_is_told_and_its_advice_works(
+    toy_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two examples per domain: the toy scores' noise explains most of their spread; `status` and `best`
+    say so and suggest a subset size, and the same 8 mixtures scored on that many examples are not
+    noise-limited any more."""
+    import statistics
+
+    from dmo_search.noise import MIN_TRIALS, NOISE_LIMITED_SHARE
+
+    def launch(subset: int) -> dict[str, Any]:
+        cfg = small_config(toy_world.root, tmp_path, name=f"n{subset}", subset=subset, n_trials=MIN_TRIALS)
+        assert main(["launch", str(cfg), "--quiet", "--json"]) == 0
+        capsys.readouterr()
+        return _json(capsys, ["status", f"n{subset}", "--storage", f"sqlite:///{tmp_path / f'n{subset}.db'}", "--json"])
+
+    small = launch(2)
+    done = [t for t in small["trials"] if t["state"] == "COMPLETE"]
+    noise = small["noise"]
+    assert noise["n_trials"] == MIN_TRIALS == len(done)
+    assert noise["se"] == pytest.approx(statistics.fmean(t["value_se"] ** 2 for t in done) ** 0.5)
+    assert noise["sd"] == pytest.approx(statistics.stdev(t["value"] for t in done))
+    assert noise["limited"] and noise["share"] >= NOISE_LIMITED_SHARE
+    suggested = noise["suggested_subset_size"]
+    assert suggested > 2
+    for argv in (["status", "n2"], ["best", "n2"]):
+        capsys.readouterr()
+        assert main([*argv, "--storage", f"sqlite:///{tmp_path / 'n2.db'}"]) == 0
+        assert f"objective.subset_size 2 -> about {suggested}" in capsys.readouterr().out
+
+    larger = launch(suggested)
+    for a, b in zip(larger["trials"], small["trials"], strict=True):  # the same mixtures, scored on more examples
+        assert a["weights"] == pytest.approx(b["weights"])
+    assert not larger["noise"]["limited"], larger["noise"]
+
+
 def test_eval_refuses_a_mixture_outside_the_constraints(
     toy_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

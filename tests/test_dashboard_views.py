@@ -215,3 +215,26 @@ def test_failed_trials_are_listed_with_why_they_failed(tmp_path: Path) -> None:
     assert table.index(">2<") < table.index(">1<") < table.index(">0<")  # the most recent first
     assert "merge &lt;failed&gt;" in table and "w0=1.000, w1=0.000, w2=0.000" in table  # escaped
     assert 'id="failures"' not in study_page(_data([_rec(0, [1, 0, 0], 0.2)]), [], live=False)
+
+
+def test_summary_says_when_the_scores_are_noise_limited(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    # True scores differ by at most 0.01 and each is measured with noise sd 0.05: noise-limited.
+    optimize_simplex(
+        lambda w: 0.5 + 0.01 * w[0] + 0.05 * float(rng.normal()),
+        n_domains=3,
+        n_trials=10,
+        sampler="random",
+        storage=url,
+        noise_sd=0.05,
+    )
+    optimize_simplex(lambda w: w[0], n_domains=3, n_trials=10, sampler="random", storage=url)  # noiseless
+    storage = open_read_storage(url)
+    try:
+        noisy, clean = (load_study_data(storage, s.study_name) for s in optuna.get_all_study_summaries(url))
+    finally:
+        storage.engine.dispose()
+    summary = study_page(noisy, [], live=False).split('<table id="summary">')[1].split("</table>")[0]
+    assert "<th>noise</th>" in summary and "of it<br>the mixtures tried differ" in summary
+    assert "<th>noise</th>" not in study_page(clean, [], live=False)  # no standard errors, no check

@@ -35,6 +35,7 @@ class StudyData:
             else the best observed one), or None before any completed trial.
         sampler: the stored config's sampler, if the study was made by dmo-search.
         n_trials_target: the stored config's trial budget, if any.
+        subset_size: the stored config's ``objective.subset_size``, if any (for the noise check's advice).
     """
 
     study_name: str
@@ -44,6 +45,7 @@ class StudyData:
     recommended: list[float] | None
     sampler: str | None = None
     n_trials_target: int | None = None
+    subset_size: int | None = None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -124,5 +126,6 @@ def load_study_data(storage: BaseStorage, study_name: str, *, recommend: bool = 
         recommended=None,
         sampler=search.get("sampler"),
         n_trials_target=search.get("n_trials"),
+        subset_size=(cfg.get("objective") or {}).get("subset_size"),
     )
     return with_recommendation(storage, data) if recommend else data

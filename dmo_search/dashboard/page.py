@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from dmo_search.dashboard import plots, views
 from dmo_search.dashboard.data import StudyData
+from dmo_search.noise import study_noise
 
 __all__ = ["LIVE_REFRESH_S", "Panel", "index_page", "study_page", "study_panels"]
 
@@ -112,7 +113,12 @@ def _summary(data: StudyData) -> str:
     ]
     if best is not None and best.scores:
         rows.append(("best per domain", ", ".join(f"{d}={s:.3f}" for d, s in best.scores.items())))
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    noise = study_noise(data.trials, data.subset_size)
+    if noise is not None:
+        rows.append(("noise", noise.describe().removeprefix("noise: ")))
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v).replace(chr(10), '<br>')}</td></tr>" for k, v in rows
+    )
     return f'<table id="summary">{body}</table>'
 
 
