@@ -36,7 +36,9 @@ The normalised regret ``(f* - f(recommended)) / (f* - mean f)`` (``mean f`` over
 distribution on the simplex) after n trials: the recommendation is the sampler's own
 (``gp-simplex``: the argmax of the posterior mean) or the best observed mixture (the others, the
 paper's fixed designs ``grid``). Printed: the median and worst over seeds, the trials each sampler needs
-to reach a regret level relative to ``gp-simplex``, and the proposal latency at 100 completed trials.
+to reach a regret level relative to ``gp-simplex``, the proposal latency at 100 completed trials, and
+for noisy runs how many gp-simplex studies the noise check of ``dmo-search status`` (:mod:`dmo_search.noise`)
+calls noise-limited after their last trial, with their final regret against the others'.
 
 Run ``python benchmarks/sampler_efficiency.py --quick`` for a few minutes' check, without flags for
 the full table (hours on 2 cores). ``--json PATH`` also writes every number. Seeds 0-4 are the
@@ -70,6 +72,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dmo_search import simplex
+from dmo_search.noise import NOISE_LIMITED_SHARE, noise_check
 from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.sampling import make_sampler
 
@@ -283,6 +286,7 @@ class Run:
     seed: int
     regret: dict[int, float]  # trials -> normalised regret of the recommendation
     seconds: float
+    noise_share: float | None = None  # the noise check's share after the last trial (noisy runs)
 
 
 def run_one(
@@ -309,6 +313,7 @@ def run_one(
         n_trials = len(design)
     regret: dict[int, float] = {}
     best_y, best_w = -math.inf, None
+    ys: list[float] = []
     t0 = time.perf_counter()
     for n in range(1, n_trials + 1):
         trial = study.ask()
@@ -317,6 +322,7 @@ def run_one(
         if noise > 0:  # the score's standard error, as the worker records it (gp-simplex reads it)
             trial.set_user_attr(VALUE_SE_ATTR, noise)
         study.tell(trial, y)
+        ys.append(y)
         if y > best_y:
             best_y, best_w = y, w
         if sampler_name == "gp-simplex":
@@ -325,7 +331,9 @@ def run_one(
         else:
             assert best_w is not None
             regret[n] = land.regret(best_w)
-    return Run(sampler_name, k, land.kind, noise, seed, regret, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    check = noise_check([(y, noise) for y in ys]) if noise > 0 else None
+    return Run(sampler_name, k, land.kind, noise, seed, regret, seconds, None if check is None else check.share)
 
 
 def proposal_latency(sampler_name: str, n_domains: int, n_completed: int = 100, repeats: int = 3) -> float:
@@ -460,6 +468,8 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
             cells = [trials_ratio(curves[b], level, n_gp)[0] if curves[b] else "-" for b in (*baselines, "grid")]
             out(f"  {f'K={k} {kind} noise={noise}':<26}{level:>7}{n_gp:>11}" + "".join(f"{c:>11}" for c in cells))
 
+    _print_noise_checks(groups, out)
+
     if latency:
         out("\n## Proposal latency at 100 completed trials (median seconds, torch threads = 1)")
         ks = sorted({k for _, k in latency})
@@ -469,6 +479,35 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
             out(f"  {name:<11}" + "".join(f"{latency.get((name, k), float('nan')):>9.2f}" for k in ks))
 
     return _goal_lines(groups, latency, ratios)
+
+
+def _print_noise_checks(groups: dict[tuple[int, str, float], list[Run]], out: Callable[[str], None]) -> None:
+    """gp-simplex studies that ``dmo-search status`` / ``best`` would call noise-limited after their last
+    trial (:mod:`dmo_search.noise`), against their final regret."""
+    rows = []
+    for (k, kind, noise), rs in sorted(groups.items()):
+        checked = [r for r in rs if r.sampler == "gp-simplex" and r.noise_share is not None and r.regret]
+        if not checked:
+            continue
+        flagged = [r for r in checked if (r.noise_share or 0.0) >= NOISE_LIMITED_SHARE]
+        shares = [r.noise_share or 0.0 for r in checked]
+
+        def median_regret(runs: list[Run]) -> str:
+            return f"{statistics.median(r.regret[max(r.regret)] for r in runs):.3f}" if runs else "-"
+
+        rows.append(
+            f"  {f'K={k} {kind} noise={noise}':<26}{f'{len(flagged)} of {len(checked)}':>9}"
+            f"{f'{min(shares):.2f}-{max(shares):.2f}':>12}{median_regret(flagged):>10}"
+            f"{median_regret([r for r in checked if r not in flagged]):>10}"
+        )
+    if rows:
+        out(
+            "\n## Noise check after the last trial (gp-simplex): studies flagged noise-limited (noise explains"
+            f" >= {NOISE_LIMITED_SHARE:.0%} of the scores' variance), the share's range, median final regret"
+        )
+        out(f"  {'K kind noise':<26}{'flagged':>9}{'share':>12}{'flagged':>10}{'others':>10}")
+        for row in rows:
+            out(row)
 
 
 def _goal_lines(
