@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from sqlalchemy.engine import make_url
 from dmo_search import simplex
 from dmo_search.config import ConfigError, StudyConfig, parse_config
 from dmo_search.experts import fingerprint
+from dmo_search.noise import study_noise
 from dmo_search.sampler import VALUE_SE_ATTR
 from dmo_search.sampling import make_sampler
 
@@ -454,8 +456,13 @@ def reap_stale_trials(study: optuna.Study, *, wait: bool = True, say: Callable[[
 
 
 class _Progress:
-    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
+    """The progress bar on stderr: completed trials, the best so far, failed trials' reasons, and the
+    noise check's advice once, when the study first becomes noise-limited (:mod:`dmo_search.noise`)."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool, subset_size: int | None = None) -> None:
         self.bar: Any = None
+        self._subset_size = subset_size
+        self._noise_told = False
         if enabled:
             from tqdm.auto import tqdm
 
@@ -475,8 +482,17 @@ class _Progress:
         if trial.state == TrialState.COMPLETE:
             self.bar.update(1)
             self._postfix(study)
+            self._tell_noise(study)
         elif trial.state == TrialState.FAIL:
-            self.bar.write(f"trial {trial.number} failed: {failure_reason(trial)}")
+            self.bar.write(f"trial {trial.number} failed: {failure_reason(trial)}", file=sys.stderr)
+
+    def _tell_noise(self, study: optuna.Study) -> None:
+        if self._noise_told:
+            return
+        check = study_noise(trial_records(study), self._subset_size)
+        if check is not None and check.limited:
+            self.bar.write(check.describe(), file=sys.stderr)
+            self._noise_told = True
 
     def close(self) -> None:
         if self.bar is not None:

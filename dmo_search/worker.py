@@ -429,7 +429,7 @@ def run_trials(
     worker = f"{socket.gethostname()}:{os.getpid()}"
     done = failed = streak = 0
     last_error = ""
-    bar = _Progress(study, target, progress)
+    bar = _Progress(study, target, progress, cfg.objective.subset_size)
     try:
         while (trial := _claim(study, cfg, target, say)) is not None:
             with _Heartbeat(study._storage, trial._trial_id, cfg.worker.heartbeat_interval):

@@ -136,10 +136,15 @@ def test_noise_limited_study_is_told_and_its_advice_works(
 
     from dmo_search.noise import MIN_TRIALS, NOISE_LIMITED_SHARE
 
+    told = "more trials will not tell them apart"
+
     def launch(subset: int) -> dict[str, Any]:
         cfg = small_config(toy_world.root, tmp_path, name=f"n{subset}", subset=subset, n_trials=MIN_TRIALS)
-        assert main(["launch", str(cfg), "--quiet", "--json"]) == 0
         capsys.readouterr()
+        assert main(["launch", str(cfg), "--json"]) == 0  # with the progress bar (on stderr)
+        out, err = capsys.readouterr()
+        summary = json.loads(out)
+        assert err.count(told) == (1 if summary["noise"]["limited"] else 0)  # the bar says it once
         return _json(capsys, ["status", f"n{subset}", "--storage", f"sqlite:///{tmp_path / f'n{subset}.db'}", "--json"])
 
     small = launch(2)
@@ -154,7 +159,8 @@ def test_noise_limited_study_is_told_and_its_advice_works(
     for argv in (["status", "n2"], ["best", "n2"]):
         capsys.readouterr()
         assert main([*argv, "--storage", f"sqlite:///{tmp_path / 'n2.db'}"]) == 0
-        assert f"objective.subset_size 2 -> about {suggested}" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"objective.subset_size 2 -> about {suggested}" in out and told in out
 
     larger = launch(suggested)
     for a, b in zip(larger["trials"], small["trials"], strict=True):  # the same mixtures, scored on more examples

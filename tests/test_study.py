@@ -118,8 +118,11 @@ def test_changed_validation_file_is_refused(ran: dict[str, Any], tmp_path: Path)
         check_objective(ran["study"], make_objective(changed.objective))
 
 
-def test_failing_candidates_become_failed_trials(ran: dict[str, Any], tmp_path: Path) -> None:
-    """A candidate whose merge raises is a FAIL trial with its error; 3 in a row stop the run."""
+def test_failing_candidates_become_failed_trials(
+    ran: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A candidate whose merge raises is a FAIL trial with its error (the progress bar names it on
+    stderr, never on stdout, which `--json` keeps for JSON); 3 in a row stop the run."""
     path = small_config(Path(ran["cfg"].base_model).parent, tmp_path, name="f", n_trials=3)
     cfg = load_config(path)
     study = prepare_study(cfg)
@@ -135,9 +138,12 @@ def test_failing_candidates_become_failed_trials(ran: dict[str, Any], tmp_path: 
 
     backend.set_mixture = flaky
     try:
-        run_study(study, cfg, backend, ran["objective"], progress=False)
+        capsys.readouterr()
+        run_study(study, cfg, backend, ran["objective"], progress=True)
+        out, err = capsys.readouterr()
         states = [t.state.name for t in study.trials]
         assert states.count("COMPLETE") == 3 and states.count("FAIL") == 2
+        assert "failed" not in out and err.count("failed: RuntimeError: injected merge fault") == 2
         failed = [t for t in study.trials if t.state.name == "FAIL"]
         assert all("injected merge fault" in t.user_attrs["error"] for t in failed)
 
