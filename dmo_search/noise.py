@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["MIN_TRIALS", "NOISE_LIMITED_SHARE", "NoiseCheck", "noise_check", "study_noise"]
+__all__ = ["MIN_TRIALS", "NOISE_LIMITED_SHARE", "NO_SIGNAL_FACTOR", "NoiseCheck", "noise_check", "study_noise"]
 
 NOISE_LIMITED_SHARE = 0.5
 """A study whose noise explains at least this share of its scores' variance is noise-limited."""
@@ -26,6 +26,11 @@ NOISE_LIMITED_SHARE = 0.5
 MIN_TRIALS = 8
 """Completed trials with a standard error needed before the check says anything: the variance of
 fewer scores is too uncertain (its relative sd is ``sqrt(2 / (n - 1))``, 0.53 at 8)."""
+
+NO_SIGNAL_FACTOR = 4.0
+"""The advice when the scores' sd is no larger than their noise's: four times the examples (half the noise
+sd). A noise-limited study with a signal is always told at least this much (its share is >= 0.5, so the
+signal's variance is at most the noise's, and the factor is >= 1 / 0.5^2)."""
 
 # The advice aims at a noise sd of half the signal's sd (a noise share of 20%).
 _TARGET_NOISE_TO_SIGNAL = 0.5
@@ -60,12 +65,20 @@ class NoiseCheck:
         """True when the noise explains at least :data:`NOISE_LIMITED_SHARE` of the variation."""
         return self.share >= NOISE_LIMITED_SHARE
 
+    @property
+    def signal_seen(self) -> bool:
+        """True when the scores vary more than their noise alone would make them (``sd > se``)."""
+        return self.sd > self.se
+
     def suggested_factor(self) -> float | None:
-        """How many times more examples per score would bring the noise sd to half the signal's sd, when
-        the study is noise-limited and its scores show a signal at all; else None."""
-        signal_var = self.sd**2 - self.se**2
-        if not self.limited or signal_var <= 0:
+        """How many times more examples per score would bring the noise sd to half the signal's sd, when the
+        study is noise-limited; else None. With no signal above the noise yet, :data:`NO_SIGNAL_FACTOR`
+        (the least the formula ever asks of a noise-limited study): a first step, to check again after."""
+        if not self.limited:
             return None
+        if not self.signal_seen:
+            return NO_SIGNAL_FACTOR
+        signal_var = self.sd**2 - self.se**2
         return float((self.se / (_TARGET_NOISE_TO_SIGNAL * math.sqrt(signal_var))) ** 2)
 
     def suggested_subset_size(self) -> int | None:
@@ -81,23 +94,24 @@ class NoiseCheck:
             f"noise: standard error {self.se:.4f} (rms over {self.n_trials} trials) against a spread of "
             f"{self.sd:.4f} (sd of their scores): noise explains ~{100 * self.share:.0f}% of it"
         )
-        if not self.limited:
-            return line
         factor = self.suggested_factor()
-        more = "score each mixture on more examples (the standard error falls as 1/sqrt(examples))"
         if factor is None:
-            fix = f"the scores show no difference beyond their noise; {more}"
-        elif self.subset_size is not None:
+            return line
+        more = "score each mixture on more examples (the standard error falls as 1/sqrt(examples))"
+        about, then = ("about", "") if self.signal_seen else ("at least", ", then check again")
+        if self.subset_size is not None:
             fix = (
-                f"{more}: objective.subset_size {self.subset_size} -> about {self.suggested_subset_size()}, "
-                "in a new study (the subset is part of what a study measures)"
+                f"{more}: objective.subset_size {self.subset_size} -> {about} {self.suggested_subset_size()}, "
+                f"in a new study (the subset is part of what a study measures){then}"
             )
         else:
-            fix = f"{more}: about {factor:.1f}x as many"
-        return (
-            f"{line}\n  the mixtures tried differ by about as much as their noise, so more trials will not "
-            f"tell them apart; {fix}"
+            fix = f"{more}: {about} {factor:.1f}x as many{then}"
+        differ = (
+            "the mixtures tried differ by about as much as their noise"
+            if self.signal_seen
+            else "the scores show no difference beyond their noise yet"
         )
+        return f"{line}\n  {differ}, so more trials will not tell them apart; {fix}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (with the derived share, verdict, suggestion and :meth:`describe`'s text)."""
@@ -107,6 +121,7 @@ class NoiseCheck:
             "sd": self.sd,
             "share": self.share,
             "limited": self.limited,
+            "signal_seen": self.signal_seen,
             "subset_size": self.subset_size,
             "suggested_factor": self.suggested_factor(),
             "suggested_subset_size": self.suggested_subset_size(),

@@ -129,14 +129,15 @@ def test_launch_with_warm_start_records_the_source_and_runs_its_best_first(
 def test_noise_limited_study_is_told_and_its_advice_works(
     toy_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Two examples per domain: the toy scores' noise explains most of their spread; `status` and `best`
-    say so and suggest a subset size, and the same 8 mixtures scored on that many examples are not
-    noise-limited any more."""
+    """Two examples per domain: the toy scores' noise explains most (or all) of their spread; `status` and
+    `best` say so and suggest a subset size, and the same 8 mixtures scored on the sizes it suggests stop
+    being noise-limited within two new studies, their standard error falling as 1/sqrt(examples)."""
     import statistics
 
-    from dmo_search.noise import MIN_TRIALS, NOISE_LIMITED_SHARE
+    from dmo_search.noise import MIN_TRIALS, NO_SIGNAL_FACTOR, NOISE_LIMITED_SHARE
 
     told = "more trials will not tell them apart"
+    n_val = 200  # examples per domain in the toy world's validation sets: larger subsets use them all
 
     def launch(subset: int) -> dict[str, Any]:
         cfg = small_config(toy_world.root, tmp_path, name=f"n{subset}", subset=subset, n_trials=MIN_TRIALS)
@@ -155,17 +156,27 @@ def test_noise_limited_study_is_told_and_its_advice_works(
     assert noise["sd"] == pytest.approx(statistics.stdev(t["value"] for t in done))
     assert noise["limited"] and noise["share"] >= NOISE_LIMITED_SHARE
     suggested = noise["suggested_subset_size"]
-    assert suggested > 2
+    assert suggested >= NO_SIGNAL_FACTOR * 2  # a noise-limited study is told at least 4x the examples
+    about = "about" if noise["signal_seen"] else "at least"
     for argv in (["status", "n2"], ["best", "n2"]):
         capsys.readouterr()
         assert main([*argv, "--storage", f"sqlite:///{tmp_path / 'n2.db'}"]) == 0
         out = capsys.readouterr().out
-        assert f"objective.subset_size 2 -> about {suggested}" in out and told in out
+        assert f"objective.subset_size 2 -> {about} {suggested}" in out and told in out
 
-    larger = launch(suggested)
-    for a, b in zip(larger["trials"], small["trials"], strict=True):  # the same mixtures, scored on more examples
-        assert a["weights"] == pytest.approx(b["weights"])
-    assert not larger["noise"]["limited"], larger["noise"]
+    followed = [(2, small)]
+    while followed[-1][1]["noise"]["limited"]:
+        subset, previous = followed[-1]
+        assert len(followed) < 3, f"still noise-limited after following the advice twice: {previous['noise']}"
+        assert subset < n_val, f"noise-limited on the whole validation sets: {previous['noise']}"
+        larger_subset = min(previous["noise"]["suggested_subset_size"], n_val)
+        larger = launch(larger_subset)
+        for a, b in zip(larger["trials"], small["trials"], strict=True):  # the same mixtures, on more examples
+            assert a["weights"] == pytest.approx(b["weights"])
+        # the standard error falls as 1/sqrt(examples) (within 2x either way: it also moves with the accuracies)
+        expected = previous["noise"]["se"] * (subset / larger_subset) ** 0.5
+        assert expected / 2 < larger["noise"]["se"] < 2 * expected, (previous["noise"], larger["noise"])
+        followed.append((larger_subset, larger))
 
 
 def test_eval_refuses_a_mixture_outside_the_constraints(

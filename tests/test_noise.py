@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dmo_search.noise import MIN_TRIALS, NOISE_LIMITED_SHARE, NoiseCheck, noise_check
+from dmo_search.noise import MIN_TRIALS, NO_SIGNAL_FACTOR, NOISE_LIMITED_SHARE, NoiseCheck, noise_check
 
 
 def _pairs(values: np.ndarray, se: float) -> list[tuple[float | None, float | None]]:
@@ -57,9 +57,20 @@ def test_a_noise_limited_study_is_told_how_many_examples_would_do() -> None:
 
 
 def test_advice_without_a_visible_signal_or_without_a_subset() -> None:
+    # the scores vary less than their noise alone would make them: no signal to size the advice by, so a
+    # first step of 4x the examples (the least a noise-limited study with a signal is ever told)
     flat = NoiseCheck(n_trials=10, se=0.02, sd=0.015, subset_size=50)
-    assert flat.share == 1.0 and flat.suggested_factor() is None and flat.suggested_subset_size() is None
-    assert "no difference beyond their noise" in flat.describe()
+    assert flat.share == 1.0 and not flat.signal_seen
+    assert flat.suggested_factor() == NO_SIGNAL_FACTOR == 4 and flat.suggested_subset_size() == 200
+    text = flat.describe()
+    assert "the scores show no difference beyond their noise yet, so more trials will not tell them apart" in text
+    assert "objective.subset_size 50 -> at least 200, in a new study" in text and text.endswith("then check again")
+    assert flat.to_dict()["signal_seen"] is False and flat.to_dict()["suggested_subset_size"] == 200
+    flat_unknown = NoiseCheck(n_trials=10, se=0.02, sd=0.015, subset_size=None)
+    assert "at least 4.0x as many, then check again" in flat_unknown.describe()
+    # just above the noise, the formula's factor joins the no-signal one from above
+    edge = NoiseCheck(n_trials=10, se=0.02, sd=0.02 * 1.414, subset_size=50)
+    assert edge.signal_seen and edge.limited and edge.suggested_factor() == pytest.approx(4, rel=0.01)
     unknown = NoiseCheck(n_trials=10, se=0.01, sd=0.0125, subset_size=None)
     assert unknown.limited and unknown.suggested_subset_size() is None
     assert unknown.suggested_factor() == pytest.approx(64 / 9)
