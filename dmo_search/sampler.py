@@ -749,6 +749,11 @@ def _fit_gp(
     model as a GP term): better noiseless at K=3 (interior after 6 trials 0.059 -> 0.015, 10 seeds) but
     worse at K=4 (interior after 12: 0.005 -> 0.012) and under noise (K=4 after 18 trials: face 0.025
     -> 0.101 on 4 seeds, interior after 30 0.073 -> 0.176 on 10; K=8 interior after 40 0.301 -> 0.354).
+    Nor an additive term (a Matern kernel on each domain's root feature, shared lengthscale, summed over
+    domains: data-mixing laws are dominated by each domain's own weight), meant for the noisy K=8 faces where
+    the GP is slow to pin a drop on one domain: noise sd 0.01, 5 seeds, median regret after 15 / 40 trials,
+    face 0.573 / 0.292 -> 0.494 / 0.269, interior after 30 / 40 0.368 / 0.301 -> 0.253 / 0.361, vertex
+    after 40 0.058 -> 0.022; moves of the size seeds make, in both directions.
 
     With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
     mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over

@@ -72,4 +72,24 @@ def test_bootstrap_se_scales_like_binomial() -> None:
     se = bootstrap_se(per, n_boot=400)
     # two independent domains of 200 examples at p=0.5: sd of the mean of means = 0.5/sqrt(200)/sqrt(2)
     assert se == pytest.approx(0.5 / (200**0.5) / (2**0.5), rel=0.2)
-    assert bootstrap_se({"a": [1.0] * 50}) == 0.0
+
+
+def test_bootstrap_se_is_not_zero_when_every_example_agrees() -> None:
+    """2 of 2 correct says little about the accuracy: the SE is Laplace-smoothed, ``p(1 - p) / n`` with
+    ``p = (correct + 1) / (n + 2)``, not the plain bootstrap's 0; one right of 2 keeps the plain SE."""
+
+    def laplace(correct: int, n: int) -> float:
+        p = (correct + 1) / (n + 2)
+        return float((p * (1 - p) / n) ** 0.5)
+
+    for n in (2, 8, 50):
+        assert bootstrap_se({"a": [1.0] * n}, n_boot=4000) == pytest.approx(laplace(n, n), rel=0.1)
+        assert bootstrap_se({"a": [0.0] * n}, n_boot=4000) == pytest.approx(laplace(0, n), rel=0.1)
+    assert bootstrap_se({"a": [1.0, 0.0]}, n_boot=4000) == pytest.approx(0.5 / 2**0.5, rel=0.1)
+    # three domains of 2 examples each, all right: the mean of three such means
+    assert bootstrap_se({d: [1.0, 1.0] for d in "abc"}, n_boot=4000) == pytest.approx(laplace(2, 2) / 3**0.5, rel=0.1)
+    # partial credit in [0, 1] is smoothed the same way; scores outside [0, 1] (log-likelihoods) and a single
+    # corpus-level score are not
+    assert bootstrap_se({"a": [0.5] * 100}, n_boot=4000) > 0.0
+    assert bootstrap_se({"a": [-2.0] * 10}) == 0.0
+    assert bootstrap_se({"a": [0.7]}) == 0.0

@@ -112,7 +112,7 @@ def test_generate_until_matches_local_exact_match_per_candidate(
         want = local.evaluate(backend)
         assert got.scores["add"] == pytest.approx(want.scores["add"])
         assert got.n_examples == {"add": 40, "add_mc": 40}
-        assert 0.0 <= got.value_se < 0.2 and (got.value_se > 0.0) == (0.0 < got.value < 1.0)
+        assert 0.0 < got.value_se < 0.2  # never 0, even where every example agrees (Laplace-smoothed)
         seen.append(got.scores["add"])
     assert seen[0] != seen[1] and seen[0] == seen[2]  # each candidate is scored afresh
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
@@ -25,7 +26,7 @@ class ObjectiveResult:
     Attributes:
         value: the aggregate (higher is better).
         scores: per-domain scores.
-        value_se: bootstrap standard error of ``value`` over the validation examples.
+        value_se: bootstrap standard error of ``value`` over the validation examples (:func:`bootstrap_se`).
         n_examples: examples scored per domain.
     """
 
@@ -75,12 +76,28 @@ def bootstrap_se(
     n_boot: int = 200,
     seed: int = 0,
 ) -> float:
-    """Bootstrap standard error of the aggregate: resample each domain's examples independently."""
+    """Bootstrap standard error of the aggregate: resample each domain's examples independently.
+
+    A domain of two or more scores in ``[0, 1]`` (accuracy, exact match) is resampled from its scores
+    plus one pseudo-score 0 and one 1 (Laplace smoothing): the plain bootstrap gives 0 whenever a domain's
+    examples all agree, e.g. 2 of 2 correct, although the accuracy is then known only to within tens of
+    points, and a study scored on a small subset looked noiseless. The smoothed variance is
+    ``p(1 - p) / n`` with ``p = (correct + 1) / (n + 2)`` for 0/1 scores (one right answer of 2: as
+    before); its effect fades as ``1 / n``. A domain of one score (a corpus-level metric) counts as exact.
+    """
     rng = np.random.default_rng(seed)
     domains = list(per_example)
     arrays = {d: np.asarray(per_example[d], dtype=float) for d in domains}
+    pools = {d: _smoothed(a) for d, a in arrays.items()}
     boots = np.empty(n_boot)
     for b in range(n_boot):
-        means = {d: float(a[rng.integers(0, len(a), len(a))].mean()) for d, a in arrays.items()}
+        means = {d: float(pools[d][rng.integers(0, len(pools[d]), len(a))].mean()) for d, a in arrays.items()}
         boots[b] = aggregate(means, weights)
     return float(boots.std(ddof=1))
+
+
+def _smoothed(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``scores`` with a pseudo-score 0 and 1 appended when there are two or more, all in ``[0, 1]``."""
+    if len(scores) < 2 or not bool(np.all((scores >= 0.0) & (scores <= 1.0))):
+        return scores
+    return np.concatenate([scores, [0.0, 1.0]])
