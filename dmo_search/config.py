@@ -549,9 +549,14 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+def _resolve_paths(raw: dict[str, Any], base_dir: Path, source: str = "config") -> dict[str, Any]:
     def res(p: Any) -> Any:
         if isinstance(p, str):
+            if "\0" in p:  # the OS refuses such a path with a bare ValueError; say which value it is
+                raise ConfigError(
+                    f"{source}: invalid study config: the path {json.dumps(p)} contains a NUL character, which no "
+                    "file name can hold; fix the path"
+                )
             q = Path(os.path.expanduser(p))
             return str(q if q.is_absolute() else (base_dir / q).resolve())
         return p
@@ -586,7 +591,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None, source
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: a study config must be a mapping of keys, got {type(raw).__name__}")
-    data = _resolve_paths(dict(raw), (base_dir or Path.cwd()).resolve())
+    data = _resolve_paths(dict(raw), (base_dir or Path.cwd()).resolve(), source)
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as e:

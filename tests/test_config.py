@@ -48,6 +48,20 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.expert_names == ["a", "b", "c"]
 
 
+def test_a_path_with_a_nul_character_is_a_config_error(tmp_path: Path) -> None:
+    """The OS refuses such a path with a bare ValueError (found by test_bad_inputs' mutated configs)."""
+    raw = _raw()
+    for path in (["base_model"], ["experts", 1, "path"], ["objective", "validation", "b"]):
+        bad = yaml.safe_load(yaml.safe_dump(raw))
+        node = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = "data/\x00x"
+        want = r'x\.yaml: invalid study config: the path "data/\\u0000x" contains a NUL'
+        with pytest.raises(ConfigError, match=want):
+            parse_config(bad, base_dir=tmp_path, source="x.yaml")
+
+
 def test_unknown_key_names_field_and_fix() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(_raw(serach={"n_trials": 3}))
