@@ -229,7 +229,7 @@ class SearchConfig(_Frozen):
     designs: list[DesignSpec] = Field(
         default_factory=list,
         description=(
-            "mixtures enqueued as the first trials: 'centre', 'vertices', 'paper', 'grid:STEP', "
+            "mixtures enqueued as the first trials: 'centre', 'vertices', 'leave-one-out', 'paper', 'grid:STEP', "
             "'dirichlet:N[:SEED]', a list of K weights, or {expert: weight}"
         ),
     )
@@ -493,6 +493,8 @@ def resolve_design(spec: DesignSpec, names: list[str], *, where: str = "design")
             return [simplex.centre(k)]
         if token == "vertices" and not args:
             return simplex.vertices(k)
+        if token == "leave-one-out" and not args:
+            return simplex.leave_one_out(k)
         if token == "paper" and not args:
             return simplex.paper_design(k)
         if token == "grid" and len(args) <= 1:
@@ -503,7 +505,7 @@ def resolve_design(spec: DesignSpec, names: list[str], *, where: str = "design")
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     raise ValueError(
-        f"{where}: unknown design {spec!r}; use 'centre', 'vertices', 'paper', 'grid:STEP', "
+        f"{where}: unknown design {spec!r}; use 'centre', 'vertices', 'leave-one-out', 'paper', 'grid:STEP', "
         "'dirichlet:N[:SEED]', a list of weights or {expert: weight}"
     )
 

@@ -39,6 +39,7 @@ __all__ = [
     "dirichlet_design",
     "distributions",
     "grid_design",
+    "leave_one_out",
     "paper_design",
     "param_names",
     "params_to_weights",
@@ -169,6 +170,18 @@ def vertices(n_domains: int) -> list[list[float]]:
     """The K single-domain mixtures ``e_0 .. e_{K-1}``."""
     _check_k(n_domains)
     return [[1.0 if j == i else 0.0 for j in range(n_domains)] for i in range(n_domains)]
+
+
+def leave_one_out(n_domains: int) -> list[list[float]]:
+    """The K mixtures that leave one domain out and split the weight evenly over the others.
+
+    With the centre, a screening design of mixture experiments (the end points of Cornell's axial
+    design): each score against the uniform mixture's says what dropping that domain costs. For
+    K = 2 these are the vertices.
+    """
+    _check_k(n_domains)
+    share = 1.0 / (n_domains - 1)
+    return [[0.0 if j == i else share for j in range(n_domains)] for i in range(n_domains)]
 
 
 def grid_design(n_domains: int, step: int = 8, *, interior: bool = True) -> list[list[float]]:

@@ -113,6 +113,10 @@ def test_designs_resolve() -> None:
         parse_config(_raw(search={"designs": ["spiral"]}))
     with pytest.raises(ConfigError, match="expected 3 weights"):
         parse_config(_raw(search={"designs": [[0.5, 0.5]]}))
+    loo = parse_config(_raw(search={"designs": ["centre", "leave-one-out"]})).designs()
+    assert loo == [[1 / 3] * 3, [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    with pytest.raises(ConfigError, match="'leave-one-out'"):  # the error lists every name
+        parse_config(_raw(search={"designs": ["leave-one-in"]}))
 
 
 def test_aggregation_weights_must_cover_domains() -> None:

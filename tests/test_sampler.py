@@ -410,6 +410,10 @@ def test_the_factory_passes_the_options() -> None:
     assert sampler.n_startup_trials == 7
     study = optuna.create_study(sampler=sampler)
     assert sampler.propose_batch(study, 5) == [simplex.centre(4), *simplex.vertices(4)]
+    loo = make_sampler("gp-simplex", 4, seed=2, initial_design="leave-one-out")
+    assert isinstance(loo, SimplexGPSampler)
+    assert loo.n_startup_trials == 5
+    assert loo.propose_batch(optuna.create_study(sampler=loo), 5) == [simplex.centre(4), *simplex.leave_one_out(4)]
     tpe = make_sampler("tpe", 4, n_startup_trials=3)
     assert isinstance(tpe, optuna.samplers.TPESampler)
     assert tpe._n_startup_trials == 3

@@ -57,6 +57,9 @@ def test_designs_respect_the_constraints(caplog: pytest.LogCaptureFixture) -> No
     assert 0 < len(kept) < 21 and all(c.contains(p) for p in kept)
     assert "the paper's design: dropped" in caplog.text
     assert SimplexGPSampler(3, constraints=c)._design_list[0].tolist() == pytest.approx([0.3, 0.35, 0.35])
+    loo = SimplexGPSampler(3, constraints=c, initial_design="leave-one-out")._design_list
+    assert len(loo) == 4 and all(c.contains(p) for p in loo)
+    assert loo[3].tolist() == pytest.approx([0.3, 0.6, 0.1])  # (0.5, 0.5, 0) projected under the cap
     with pytest.raises(ValueError, match=r"initial_design mixture 0 violates the study's constraints: w\[a\] = 0\.8"):
         SimplexGPSampler(3, constraints=c, initial_design=[[0.8, 0.1, 0.1]])
 

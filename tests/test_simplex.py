@@ -78,6 +78,16 @@ def test_centre_and_vertices() -> None:
     assert simplex.vertices(3) == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 
 
+def test_leave_one_out_drops_each_domain_once() -> None:
+    assert simplex.leave_one_out(3) == [[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    assert sorted(simplex.leave_one_out(2)) == sorted(simplex.vertices(2))
+    for i, w in enumerate(simplex.leave_one_out(6)):
+        assert w[i] == 0.0 and sum(w) == pytest.approx(1.0)
+        assert [x for j, x in enumerate(w) if j != i] == pytest.approx([0.2] * 5)
+    with pytest.raises(ValueError, match="at least 2 domains"):
+        simplex.leave_one_out(1)
+
+
 def test_grid_design_sizes() -> None:
     assert len(simplex.grid_design(2, 8)) == 7
     assert len(simplex.grid_design(3, 8)) == 21
