@@ -177,7 +177,7 @@ class SimplexGPSampler(BaseSampler):
             0.070, faces far better (K=6 after 20 trials 0.369 -> 0.038), vertices worse (K=8 after 20
             0.126 -> 0.561; K=6 0.039 -> 0.270), better at 29 checkpoints and worse at 27; noiseless,
             the interiors after the design gain (K=8 after 15 trials 0.094 -> 0.085) and K=2 loses (its
-            two leave-one-out mixtures are the vertices; 2x in 56 cells of 60). Part of the faces' gain is
+            two leave-one-out mixtures are the vertices; 2x in 56 cells of 60, against 58). Part of the faces' gain is
             the benchmark's: its face landscapes have exactly one harmful domain, which this design
             probes directly.
         n_restarts: SLSQP starts of the acquisition optimisation. Defaults to 10.
