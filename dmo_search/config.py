@@ -229,8 +229,8 @@ class SearchConfig(_Frozen):
     designs: list[DesignSpec] = Field(
         default_factory=list,
         description=(
-            "mixtures enqueued as the first trials: 'centre', 'vertices', 'leave-one-out', 'paper', 'grid:STEP', "
-            "'dirichlet:N[:SEED]', a list of K weights, or {expert: weight}"
+            f"mixtures enqueued as the first trials: {simplex.DESIGN_SPELLINGS}, a list of K weights, "
+            "or {expert: weight}"
         ),
     )
     # None, not an empty section: configs stored by earlier versions have no such key.
@@ -489,14 +489,8 @@ def resolve_design(spec: DesignSpec, names: list[str], *, where: str = "design")
             raise ValueError(f"{where}: {e}") from None
     token, *args = spec.split(":")
     try:
-        if token == "centre" and not args:
-            return [simplex.centre(k)]
-        if token == "vertices" and not args:
-            return simplex.vertices(k)
-        if token == "leave-one-out" and not args:
-            return simplex.leave_one_out(k)
-        if token == "paper" and not args:
-            return simplex.paper_design(k)
+        if token in simplex.NAMED_DESIGNS and not args:
+            return simplex.NAMED_DESIGNS[token](k)
         if token == "grid" and len(args) <= 1:
             return simplex.grid_design(k, int(args[0]) if args else 8, interior=False)
         if token == "dirichlet" and 1 <= len(args) <= 2:
@@ -505,8 +499,7 @@ def resolve_design(spec: DesignSpec, names: list[str], *, where: str = "design")
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     raise ValueError(
-        f"{where}: unknown design {spec!r}; use 'centre', 'vertices', 'leave-one-out', 'paper', 'grid:STEP', "
-        "'dirichlet:N[:SEED]', a list of weights or {expert: weight}"
+        f"{where}: unknown design {spec!r}; use {simplex.DESIGN_SPELLINGS}, a list of weights or {{expert: weight}}"
     )
 
 

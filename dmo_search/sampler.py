@@ -79,7 +79,7 @@ __all__ = ["INITIAL_DESIGNS", "VALUE_SE_ATTR", "WEIGHTS_SYSTEM_ATTR", "SimplexGP
 
 _logger = logging.getLogger(__name__)
 
-INITIAL_DESIGNS: tuple[str, ...] = ("space-filling", "maximin", "vertices", "leave-one-out", "paper")
+INITIAL_DESIGNS: tuple[str, ...] = ("space-filling", "maximin", *simplex.END_POINT_DESIGNS, "paper")
 """Names accepted by ``initial_design`` (a list of mixtures is accepted too)."""
 
 VALUE_SE_ATTR = "value_se"
@@ -581,8 +581,8 @@ def _design_list(
     if isinstance(initial_design, str):
         if initial_design in ("space-filling", "maximin"):
             points = [c.centre() if c else simplex.centre(n_domains)]
-        elif initial_design in ("vertices", "leave-one-out"):
-            ends = simplex.vertices(n_domains) if initial_design == "vertices" else simplex.leave_one_out(n_domains)
+        elif initial_design in simplex.END_POINT_DESIGNS:
+            ends = simplex.END_POINT_DESIGNS[initial_design](n_domains)
             points = [c.centre(), *(c.project(v) for v in ends)] if c else [simplex.centre(n_domains), *ends]
         elif initial_design == "paper":
             points = simplex.paper_design(n_domains)

@@ -26,13 +26,16 @@ the parameters are the encoding, the attribute is the record.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 from optuna.distributions import FloatDistribution
 
 __all__ = [
+    "DESIGN_SPELLINGS",
+    "END_POINT_DESIGNS",
+    "NAMED_DESIGNS",
     "PARAM_PREFIX",
     "centre",
     "check_weights",
@@ -237,3 +240,21 @@ def paper_design(n_domains: int) -> list[list[float]]:
         f"the paper has designs for 2, 3 and 4 domains only, not {n_domains}; "
         "use 'grid' (grid_design) or 'dirichlet' designs instead"
     )
+
+
+END_POINT_DESIGNS: dict[str, Callable[[int], list[list[float]]]] = {
+    "vertices": vertices,
+    "leave-one-out": leave_one_out,
+}
+"""Designs of K end points that follow the uniform mixture (the sampler's ``initial_design`` names them
+too): name -> the end points for K domains."""
+
+NAMED_DESIGNS: dict[str, Callable[[int], list[list[float]]]] = {
+    "centre": lambda k: [centre(k)],
+    **END_POINT_DESIGNS,
+    "paper": paper_design,
+}
+"""Designs named without arguments (a config's ``search.designs``): name -> the mixtures for K domains."""
+
+DESIGN_SPELLINGS: str = ", ".join([*(repr(n) for n in NAMED_DESIGNS), "'grid:STEP'", "'dirichlet:N[:SEED]'"])
+"""Every way to name a design in a config, for help texts and error messages."""

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dmo_search import simplex
 from dmo_search.config import (
     DEFAULT_EXCLUDE_LORA,
     ConfigError,
@@ -117,6 +118,15 @@ def test_designs_resolve() -> None:
     assert loo == [[1 / 3] * 3, [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
     with pytest.raises(ConfigError, match="'leave-one-out'"):  # the error lists every name
         parse_config(_raw(search={"designs": ["leave-one-in"]}))
+
+
+@pytest.mark.parametrize("name", sorted(simplex.NAMED_DESIGNS))
+def test_every_named_design_resolves_and_is_listed(name: str) -> None:
+    # One table names the designs: the config resolves each name to the table's mixtures, and the
+    # unknown-design error lists it.
+    assert parse_config(_raw(search={"designs": [name]})).designs() == simplex.NAMED_DESIGNS[name](3)
+    with pytest.raises(ConfigError, match=repr(name)):
+        parse_config(_raw(search={"designs": [name + "s"]}))
 
 
 def test_aggregation_weights_must_cover_domains() -> None:

@@ -402,6 +402,16 @@ class TestOptunaSamplerSuite(BasicSamplerTestCase, MultiObjectiveSamplerTestCase
         return lambda: SimplexGPSampler(3, seed=0)
 
 
+@pytest.mark.parametrize("name", sorted(simplex.END_POINT_DESIGNS))
+def test_every_end_point_design_is_an_initial_design(name: str) -> None:
+    # The sampler reads the same table as the config: the centre, then the design's K end points.
+    from dmo_search.sampler import INITIAL_DESIGNS
+
+    assert name in INITIAL_DESIGNS
+    points = SimplexGPSampler(4, initial_design=name)._design_list
+    assert [p.tolist() for p in points] == [simplex.centre(4), *simplex.END_POINT_DESIGNS[name](4)]
+
+
 def test_the_factory_passes_the_options() -> None:
     from dmo_search.sampling import make_sampler
 
