@@ -57,6 +57,10 @@ DEFAULT_EXCLUDE_LORA: tuple[str, ...] = (
 # Full fine-tune mode: only the vision encoder's blocks and patch embedding.
 DEFAULT_EXCLUDE_FULL: tuple[str, ...] = ("visual.blocks", "visual.patch_embed", "vision_tower")
 
+# Every way to name a design in `search.designs` (resolve_design parses 'grid' and 'dirichlet' itself),
+# for the field's description and the unknown-design error.
+_DESIGN_SPELLINGS = ", ".join([*(repr(n) for n in simplex.NAMED_DESIGNS), "'grid:STEP'", "'dirichlet:N[:SEED]'"])
+
 
 class ConfigError(ValueError):
     """A study config is invalid; the message lists each bad field, its value and the fix."""
@@ -229,8 +233,7 @@ class SearchConfig(_Frozen):
     designs: list[DesignSpec] = Field(
         default_factory=list,
         description=(
-            f"mixtures enqueued as the first trials: {simplex.DESIGN_SPELLINGS}, a list of K weights, "
-            "or {expert: weight}"
+            f"mixtures enqueued as the first trials: {_DESIGN_SPELLINGS}, a list of K weights, or {{expert: weight}}"
         ),
     )
     # None, not an empty section: configs stored by earlier versions have no such key.
@@ -499,7 +502,7 @@ def resolve_design(spec: DesignSpec, names: list[str], *, where: str = "design")
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     raise ValueError(
-        f"{where}: unknown design {spec!r}; use {simplex.DESIGN_SPELLINGS}, a list of weights or {{expert: weight}}"
+        f"{where}: unknown design {spec!r}; use {_DESIGN_SPELLINGS}, a list of weights or {{expert: weight}}"
     )
 
 

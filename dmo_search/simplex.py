@@ -33,7 +33,6 @@ from numpy.typing import NDArray
 from optuna.distributions import FloatDistribution
 
 __all__ = [
-    "DESIGN_SPELLINGS",
     "END_POINT_DESIGNS",
     "NAMED_DESIGNS",
     "PARAM_PREFIX",
@@ -255,6 +254,3 @@ NAMED_DESIGNS: dict[str, Callable[[int], list[list[float]]]] = {
     "paper": paper_design,
 }
 """Designs named without arguments (a config's ``search.designs``): name -> the mixtures for K domains."""
-
-DESIGN_SPELLINGS: str = ", ".join([*(repr(n) for n in NAMED_DESIGNS), "'grid:STEP'", "'dirichlet:N[:SEED]'"])
-"""Every way to name a design in a config, for help texts and error messages."""
