@@ -442,6 +442,8 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
         curves = {name: _median_curve([r for r in rs if r.sampler == name]) for name in SAMPLERS}
         if not curves["gp-simplex"]:
             continue
+        checked, flagged = _noise_checked(rs)
+        learnable_setting = len(flagged) <= len(checked) / 2
         cells = []
         for n in CHECKPOINTS[k]:
             if n not in curves["gp-simplex"]:
@@ -455,7 +457,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
                 text, value = trials_ratio(curves[name], level, n)
                 parts.append(text)
                 ratios[name].append(value)
-                if not _mostly_noise_limited(rs):
+                if learnable_setting:
                     learnable[name].append(value)
             cells.append(f"n={n}: {'/'.join(parts)}")
         out(f"  {f'K={k} {kind} noise={noise}':<26}" + "".join(f"{c:<26}" for c in cells))
@@ -490,10 +492,10 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
     return _goal_lines(groups, latency, ratios, learnable)
 
 
-def _mostly_noise_limited(runs: list[Run]) -> bool:
-    """Whether the noise check calls more than half of these gp-simplex studies noise-limited."""
-    shares = [r.noise_share for r in runs if r.sampler == "gp-simplex" and r.noise_share is not None]
-    return sum(share >= NOISE_LIMITED_SHARE for share in shares) > len(shares) / 2
+def _noise_checked(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """The gp-simplex studies whose noise check was recorded, and those it calls noise-limited."""
+    checked = [r for r in runs if r.sampler == "gp-simplex" and r.noise_share is not None and r.regret]
+    return checked, [r for r in checked if (r.noise_share or 0.0) >= NOISE_LIMITED_SHARE]
 
 
 def _print_noise_checks(groups: dict[tuple[int, str, float], list[Run]], out: Callable[[str], None]) -> None:
@@ -501,10 +503,9 @@ def _print_noise_checks(groups: dict[tuple[int, str, float], list[Run]], out: Ca
     trial (:mod:`dmo_search.noise`), against their final regret."""
     rows = []
     for (k, kind, noise), rs in sorted(groups.items()):
-        checked = [r for r in rs if r.sampler == "gp-simplex" and r.noise_share is not None and r.regret]
+        checked, flagged = _noise_checked(rs)
         if not checked:
             continue
-        flagged = [r for r in checked if (r.noise_share or 0.0) >= NOISE_LIMITED_SHARE]
         shares = [r.noise_share or 0.0 for r in checked]
 
         def median_regret(runs: list[Run]) -> str:
