@@ -43,7 +43,7 @@ from dmo_search.experts import DenseDelta, Expert, ExpertSet, LowRankDelta
 from dmo_search.merge import InPlaceMerger, is_excluded
 from dmo_search.simplex import dirichlet_design
 
-SHAPES: dict[str, dict[str, int]] = {
+SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=4096),
     "qwen2-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -92,7 +92,7 @@ def build_model(shape: str, device: torch.device, dtype: torch.dtype) -> torch.n
     cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=2048, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2ForCausalLM(cfg)
+        model: torch.nn.Module = Qwen2ForCausalLM(cfg)
     return model.to(dtype).eval()
 
 
@@ -149,8 +149,7 @@ def traffic(merger: InPlaceMerger) -> tuple[int, int, float]:
 
 def bench(kind: str, model: torch.nn.Module, experts: ExpertSet, device: torch.device, args: Any, bw: float) -> dict:
     """Time apply and restore of one expert set on ``model``; bytes, shares of ``bw`` and FLOP rate."""
-    excl = {"exclude_lora": DEFAULT_EXCLUDE_LORA, "exclude_full": DEFAULT_EXCLUDE_FULL}
-    merger = InPlaceMerger(model, experts, **excl)
+    merger = InPlaceMerger(model, experts, exclude_lora=DEFAULT_EXCLUDE_LORA, exclude_full=DEFAULT_EXCLUDE_FULL)
     cands = iter(dirichlet_design(args.k, 64, seed=7))
     default = merger.fused
     merger.fused = True

@@ -41,7 +41,7 @@ def make_lora_experts(base_dir: Path, out: Path, n: int, dtype: torch.dtype) -> 
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
         pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, init_lora_weights=False))
         d = out / f"lora{i}"
-        pm.save_pretrained(d)
+        pm.save_pretrained(str(d))
         paths.append(d)
         del pm, model
     return paths
@@ -63,7 +63,8 @@ def build_large(out: Path) -> Path:
     )
     torch.manual_seed(0)
     with torch.device("cpu"):
-        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+        # type-ignore: transformers wraps PreTrainedModel.to, and mypy reads the wrapper's signature
+        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)  # type: ignore[arg-type]
     d = out / "qwen2-0.5b-shape"
     model.save_pretrained(d)
     return d
@@ -75,7 +76,7 @@ def bench(name: str, base_dir: Path, expert_dirs: list[Path], dtype: torch.dtype
     experts = [ExpertConfig(name=f"e{i}", path=p, kind="lora") for i, p in enumerate(expert_dirs)]
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     es = load_expert_set(model, base_dir, experts)
-    model = model.to(dtype)
+    model = model.to(dtype)  # type: ignore[arg-type]  # as in build_large
     n_params = sum(p.numel() for p in model.parameters())
     merger = InPlaceMerger(model, es, exclude_lora=DEFAULT_EXCLUDE_LORA, exclude_full=DEFAULT_EXCLUDE_FULL)
     base_sd = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -640,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_seeds = args.seeds or (3 if quick else 5)
     samplers = args.samplers or (["gp-simplex", "tpe", "random", "grid"] if quick else list(SAMPLERS))
 
-    runs: list[Run] = []
+    runs = []
     t_start = time.perf_counter()
     for k in [] if args.latency_only else ks:
         cps = CHECKPOINTS[k]
@@ -675,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             flush=True,
                         )
 
-    latency: dict[tuple[str, int], float] = {}
+    latency = {}
     if not args.no_latency:
         for k in ks:
             for name in ("gp-simplex", "optuna-gp", "tpe"):
@@ -748,12 +748,12 @@ def constrained_main(args: argparse.Namespace) -> int:
                 for level in (0.1, 0.05):
                     cells = []
                     for name in names:
-                        curves = results.get((k, kind, noise, name))
-                        if not curves:
+                        got = results.get((k, kind, noise, name))
+                        if not got:
                             continue
-                        curve = _median_curve([Run(name, k, kind, noise, 0, c, 0) for c in curves])
-                        n = _settled(curve, level)
-                        cells.append(f"{name} {'>' + str(max(curve)) if n is None else n}")
+                        curve = _median_curve([Run(name, k, kind, noise, 0, c, 0) for c in got])
+                        settled = _settled(curve, level)
+                        cells.append(f"{name} {'>' + str(max(curve)) if settled is None else settled}")
                     row.append(f"<= {level}: " + ", ".join(cells))
                 print(f"K={k} {kind} noise={noise}: " + "; ".join(row))
     return 0

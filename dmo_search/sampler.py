@@ -79,7 +79,10 @@ __all__ = ["INITIAL_DESIGNS", "VALUE_SE_ATTR", "WEIGHTS_SYSTEM_ATTR", "SimplexGP
 
 _logger = logging.getLogger(__name__)
 
-INITIAL_DESIGNS: tuple[str, ...] = ("space-filling", "maximin", *simplex.END_POINT_DESIGNS, "paper")
+_POOL_DESIGNS = ("space-filling", "maximin")
+"""Designs that continue the centre with points picked from a pool of uniform draws (``_design_point``)."""
+
+INITIAL_DESIGNS: tuple[str, ...] = (*_POOL_DESIGNS, *simplex.END_POINT_DESIGNS, "paper")
 """Names accepted by ``initial_design`` (a list of mixtures is accepted too)."""
 
 VALUE_SE_ATTR = "value_se"
@@ -581,7 +584,7 @@ def _design_list(
 ) -> list[NDArray[np.float64]]:
     c = constraints
     if isinstance(initial_design, str):
-        if initial_design in ("space-filling", "maximin"):
+        if initial_design in _POOL_DESIGNS:
             points = [c.centre() if c else simplex.centre(n_domains)]
         elif initial_design in simplex.END_POINT_DESIGNS:
             ends = simplex.END_POINT_DESIGNS[initial_design](n_domains)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 
 __all__ = [
     "END_POINT_DESIGNS",
@@ -66,7 +66,7 @@ def param_names(n_domains: int) -> list[str]:
     return [f"{PARAM_PREFIX}{i}" for i in range(n_domains - 1)]
 
 
-def distributions(n_domains: int) -> dict[str, FloatDistribution]:
+def distributions(n_domains: int) -> dict[str, BaseDistribution]:
     """The Optuna search space of a mixture: ``K - 1`` parameters uniform on ``[0, 1]``."""
     return {name: FloatDistribution(0.0, 1.0) for name in param_names(n_domains)}
 
