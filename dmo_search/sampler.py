@@ -490,6 +490,15 @@ class SimplexGPSampler(BaseSampler):
         pending: NDArray[np.float64],
         seed: int,
     ) -> AcquisitionFunction:
+        """qLogNEI (one objective), qLogNEHVI (up to four) or qLogNParEGO, with ``pending`` as ``X_pending``.
+
+        NOTE: a one-shot knowledge gradient (16 fantasies, 4 SLSQP starts on the simplex), which values a
+        mixture by how much it would raise the maximum of the posterior mean (the recommendation), was
+        measured in place of qLogNEI for noisy objectives: noise sd 0.01, K = 2-4, seeds 0-9,
+        median-regret checkpoints 9 better and 15 worse by > 0.005 (K=3 face after 9 trials 0.109 -> 0.025,
+        K=2 vertex after 4 0.025 -> 0.152, K=4 interior after 30 0.073 -> 0.135), 2x fewer trials than
+        TPE in 30 of 36 cells against 28, and 1.8 times the studies' run time (2808 s against 1571 s); not kept.
+        """
         import torch
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
         from botorch.sampling import SobolQMCNormalSampler
