@@ -459,6 +459,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
             if n not in curves["gp-simplex"]:
                 continue
             level = max(curves["gp-simplex"][n], FLOOR)
+            level_held = max(max(v for m, v in curves["gp-simplex"].items() if m >= n), FLOOR)
             parts = []
             for name in baselines:
                 if not curves[name]:
@@ -469,7 +470,6 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
                 ratios[name].append(value)
                 if learnable_setting:
                     learnable[name].append(value)
-                level_held = max(max(v for m, v in curves["gp-simplex"].items() if m >= n), FLOOR)
                 held[name].append(trials_ratio(curves[name], level_held, n, hold=True)[1])
             cells.append(f"n={n}: {'/'.join(parts)}")
         out(f"  {f'K={k} {kind} noise={noise}':<26}" + "".join(f"{c:<26}" for c in cells))
