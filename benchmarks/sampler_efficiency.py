@@ -431,10 +431,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
     # noise-limited: there the scores can tell mixtures apart, and "trials to reach" compares samplers,
     # not lucky draws.
     learnable: dict[str, list[float]] = {name: [] for name in baselines}
-    # The same ratios with "reach" read as "hold" on both sides: under noise a best-observed median can
-    # touch a level by a lucky draw and rise again, and so can a posterior-mean one. gp-simplex's level is
-    # its worst median from n on, a baseline's trials the first count from which its median stays at or
-    # below that level (noiseless best-observed curves never rise: there the readings agree for baselines).
+    # The same ratios with "reach" read as "hold" on both sides (see the module docstring).
     held: dict[str, list[float]] = {name: [] for name in baselines}
 
     def trials_ratio(curve: dict[int, float], level: float, n_gp: int, *, hold: bool = False) -> tuple[str, float]:
@@ -556,6 +553,11 @@ def _goal_lines(
 
     lines = []
 
+    def tally(values: list[float]) -> str:
+        return f"{sum(r >= 2 for r in values)} of {len(values)} cells >= 2x" + (
+            f", min {min(values):.1f}x)" if values else ")"
+        )
+
     def goal(text: str, value: float | None, limit: float) -> None:
         if value is None:
             return
@@ -580,15 +582,14 @@ def _goal_lines(
             kept = learnable.get(name, [])
             if len(kept) < len(ratios[name]):
                 lines.append(
-                    f"         (in the settings where the noise check calls at most half of the studies noise-limited: "
-                    f"{sum(r >= 2 for r in kept)} of {len(kept)} cells >= 2x"
-                    + (f", min {min(kept):.1f}x)" if kept else ")")
+                    "         (in the settings where the noise check calls at most half of the studies noise-limited: "
+                    + tally(kept)
                 )
             kept = held.get(name, [])
             if kept and kept != ratios[name]:
                 lines.append(
-                    "         (reading 'reach' as 'hold' on both sides, gp-simplex's level its worst median from n "
-                    f"on: {sum(r >= 2 for r in kept)} of {len(kept)} cells >= 2x, min {min(kept):.1f}x)"
+                    "         (reading 'reach' as 'hold' on both sides, gp-simplex's level its worst median from n on: "
+                    + tally(kept)
                 )
     gp_lat = [v for (name, _), v in latency.items() if name == "gp-simplex"]
     if gp_lat:
