@@ -46,7 +46,11 @@ with "reach" read as "hold" on both sides: under noise a best-observed median re
 level after a lucky draw and rise again (a luckier noisy score replaces the best), so a baseline's
 trials are the first count from which its median stays at or below the level within its budget, and
 gp-simplex's level after n trials is its worst median from n on (its posterior-mean recommendation
-moves too).
+moves too). Last, the count is redone with each setting's seeds drawn with replacement (1000 draws, the
+same seeds for every sampler: a seed is a landscape): the spread says how many cells a rerun on other
+landscapes would count, and a cell's share of draws says whether its miss is firm (few draws) or a
+toss-up that 5 or 10 seeds cannot settle. TPE's first 10 trials are Optuna's random sampler with the
+same seed, so up to 10 trials TPE's curve is random's.
 
 Run ``python benchmarks/sampler_efficiency.py --quick`` for a few minutes' check, without flags for
 the full table (hours on 2 cores). ``--json PATH`` also writes every number. Seeds 0-4 are the
@@ -397,6 +401,87 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.0f}"
 
 
+BASELINES = ("tpe", "random", "optuna-gp")
+
+
+def _trials_ratio(curve: dict[int, float], level: float, n_gp: int, *, hold: bool = False) -> tuple[str, float]:
+    """Trials a baseline's median curve needs to reach (or, ``hold``, to stay at) ``level``, over ``n_gp``."""
+    n_b = _settled(curve, level) if hold else _first_reach(curve, level)
+    if n_b is None:  # never within its budget: the ratio is at least budget / n_gp
+        return f">{max(curve) / n_gp:.1f}", max(curve) / n_gp
+    return f"{n_b / n_gp:.1f}", n_b / n_gp
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    """One checkpoint of one setting: each baseline's trials to reach gp-simplex's median regret after
+    ``n`` trials, over ``n`` (``reach``), and the same read as "hold" (``held``); absent baselines have none."""
+
+    n: int
+    reach: dict[str, tuple[str, float]]
+    held: dict[str, float]
+
+
+def _setting_cells(runs: list[Run]) -> list[_Cell]:
+    """The 2x cells of one setting (one K, kind and noise), from its runs' median curves."""
+    curves = {name: _median_curve([r for r in runs if r.sampler == name]) for name in SAMPLERS}
+    gp = curves["gp-simplex"]
+    cells = []
+    for n in CHECKPOINTS[runs[0].n_domains]:
+        if n not in gp:
+            continue
+        level = max(gp[n], FLOOR)
+        level_held = max(max(v for m, v in gp.items() if m >= n), FLOOR)
+        present = [b for b in BASELINES if curves[b]]
+        cells.append(
+            _Cell(
+                n,
+                {b: _trials_ratio(curves[b], level, n) for b in present},
+                {b: _trials_ratio(curves[b], level_held, n, hold=True)[1] for b in present},
+            )
+        )
+    return cells
+
+
+BOOTSTRAP_DRAWS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resampled:
+    """The literal 2x count recounted with each setting's seeds drawn with replacement: per baseline,
+    the count in every draw, and per cell (K, kind, noise, n, baseline) the share of draws >= 2x."""
+
+    counts: dict[str, list[int]]
+    share: dict[tuple[int, str, float, int, str], float]
+
+
+def _resample_2x(groups: dict[tuple[int, str, float], list[Run]], draws: int = BOOTSTRAP_DRAWS) -> _Resampled:
+    """Bootstrap the 2x count over seeds: a draw resamples every setting's seeds (those with a gp-simplex
+    run), the same seeds for every sampler (a seed is a landscape), and recounts the cells as the goal
+    line does. How many cells a rerun on other landscapes would count, and which misses are firm."""
+    rng = np.random.default_rng(0)
+    counts = {b: [0] * draws for b in BASELINES}
+    hits: dict[tuple[int, str, float, int, str], int] = {}
+    for (k, kind, noise), rs in sorted(groups.items()):
+        by_seed: dict[int, list[Run]] = {}
+        for r in rs:
+            by_seed.setdefault(r.seed, []).append(r)
+        seeds = sorted(s for s, runs in by_seed.items() if any(r.sampler == "gp-simplex" for r in runs))
+        if not seeds:
+            continue
+        for d in range(draws):
+            drawn = rng.integers(0, len(seeds), len(seeds))
+            for cell in _setting_cells([r for i in drawn for r in by_seed[seeds[i]]]):
+                for b, (_, ratio) in cell.reach.items():
+                    counts[b][d] += ratio >= 2
+                    key = (k, kind, noise, cell.n, b)
+                    hits[key] = hits.get(key, 0) + (ratio >= 2)
+    return _Resampled(
+        {b: c for b, c in counts.items() if any(key[-1] == b for key in hits)},
+        {key: h / draws for key, h in hits.items()},
+    )
+
+
 def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Callable[[str], None]) -> list[str]:
     """Print regret and ratio tables; return the goal lines."""
     groups: dict[tuple[int, str, float], list[Run]] = {}
@@ -425,7 +510,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
                 cells.append(f"{_fmt(statistics.median(vals))} / {_fmt(max(vals))}" if vals else "-")
             out(f"  {name:<11}" + "".join(f"{c:>16}" for c in cells))
 
-    baselines = ("tpe", "random", "optuna-gp")
+    baselines = BASELINES
     ratios: dict[str, list[float]] = {name: [] for name in baselines}
     # The same ratios, only in settings where the noise check does not call most gp-simplex studies
     # noise-limited: there the scores can tell mixtures apart, and "trials to reach" compares samplers,
@@ -434,48 +519,48 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
     # The same ratios with "reach" read as "hold" on both sides (see the module docstring).
     held: dict[str, list[float]] = {name: [] for name in baselines}
 
-    def trials_ratio(curve: dict[int, float], level: float, n_gp: int, *, hold: bool = False) -> tuple[str, float]:
-        n_b = _settled(curve, level) if hold else _first_reach(curve, level)
-        if n_b is None:  # never within its budget: the ratio is at least budget / n_gp
-            return f">{max(curve) / n_gp:.1f}", max(curve) / n_gp
-        return f"{n_b / n_gp:.1f}", n_b / n_gp
-
     out(
         "\n## Trials a baseline needs to reach gp-simplex's median regret after n trials, divided by n"
         f"\n   (cells: {' / '.join(baselines)}; '>' = not reached within its budget; levels below "
         f"{FLOOR} count as {FLOOR})"
     )
     for (k, kind, noise), rs in sorted(groups.items()):
-        curves = {name: _median_curve([r for r in rs if r.sampler == name]) for name in SAMPLERS}
-        if not curves["gp-simplex"]:
+        if not any(r.sampler == "gp-simplex" for r in rs):
             continue
         checked, flagged = _noise_checked(rs)
         learnable_setting = len(flagged) <= len(checked) / 2
-        cells = []
-        for n in CHECKPOINTS[k]:
-            if n not in curves["gp-simplex"]:
-                continue
-            level = max(curves["gp-simplex"][n], FLOOR)
-            level_held = max(max(v for m, v in curves["gp-simplex"].items() if m >= n), FLOOR)
-            parts = []
+        texts = []
+        for c in _setting_cells(rs):
             for name in baselines:
-                if not curves[name]:
-                    parts.append("-")
-                    continue
-                text, value = trials_ratio(curves[name], level, n)
-                parts.append(text)
-                ratios[name].append(value)
-                if learnable_setting:
-                    learnable[name].append(value)
-                held[name].append(trials_ratio(curves[name], level_held, n, hold=True)[1])
-            cells.append(f"n={n}: {'/'.join(parts)}")
-        out(f"  {f'K={k} {kind} noise={noise}':<26}" + "".join(f"{c:<26}" for c in cells))
+                if name in c.reach:
+                    ratios[name].append(c.reach[name][1])
+                    if learnable_setting:
+                        learnable[name].append(c.reach[name][1])
+                    held[name].append(c.held[name])
+            texts.append(f"n={c.n}: {'/'.join(c.reach[b][0] if b in c.reach else '-' for b in baselines)}")
+        out(f"  {f'K={k} {kind} noise={noise}':<26}" + "".join(f"{c:<26}" for c in texts))
     for name, values in ratios.items():
         if values:
             out(
                 f"  {name} / gp-simplex over all cells: median {statistics.median(values):.1f}x, "
                 f"min {min(values):.1f}x ('>' cells count at their lower bound)"
             )
+
+    resampled = _resample_2x(groups)
+    out(
+        f"\n## The 2x count with the seeds resampled ({BOOTSTRAP_DRAWS} draws; each setting's seeds drawn with "
+        "replacement,\n   the same for every sampler): how many cells another set of landscapes would count"
+    )
+    for name, counts in resampled.counts.items():
+        lo, hi = np.percentile(counts, [5, 95])
+        weak = [
+            f"K={k} {kind} noise={noise} n={n} ({p:.2f})"
+            for (k, kind, noise, n, b), p in sorted(resampled.share.items())
+            if b == name and p < 0.5
+        ]
+        out(f"  {name}: {len(ratios[name])} cells, >= 2x in {lo:.0f}-{hi:.0f} of them in 90% of draws")
+        if weak:
+            out("    >= 2x in fewer than half of the draws (share of draws): " + ", ".join(weak))
 
     out("\n## Trials to reach a fixed median regret (gp-simplex's count, and each baseline's as a ratio)")
     out(f"  {'K kind noise':<26}{'level':>7}{'gp-simplex':>11}" + "".join(f"{b:>11}" for b in (*baselines, "grid")))
@@ -485,7 +570,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
             n_gp = _first_reach(curves["gp-simplex"], level) if curves["gp-simplex"] else None
             if n_gp is None:
                 continue
-            cells = [trials_ratio(curves[b], level, n_gp)[0] if curves[b] else "-" for b in (*baselines, "grid")]
+            cells = [_trials_ratio(curves[b], level, n_gp)[0] if curves[b] else "-" for b in (*baselines, "grid")]
             out(f"  {f'K={k} {kind} noise={noise}':<26}{level:>7}{n_gp:>11}" + "".join(f"{c:>11}" for c in cells))
 
     _print_noise_checks(groups, out)
@@ -498,7 +583,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
         for name in names:
             out(f"  {name:<11}" + "".join(f"{latency.get((name, k), float('nan')):>9.2f}" for k in ks))
 
-    return _goal_lines(groups, latency, ratios, learnable, held)
+    return _goal_lines(groups, latency, ratios, learnable, held, resampled)
 
 
 def _noise_checked(runs: list[Run]) -> tuple[list[Run], list[Run]]:
@@ -541,6 +626,7 @@ def _goal_lines(
     ratios: dict[str, list[float]],
     learnable: dict[str, list[float]],
     held: dict[str, list[float]],
+    resampled: _Resampled,
 ) -> list[str]:
     def stat(k: int, kinds: Sequence[str], noise: float, n: int) -> tuple[float, float] | None:
         vals = [
@@ -590,6 +676,15 @@ def _goal_lines(
                 lines.append(
                     "         (reading 'reach' as 'hold' on both sides, gp-simplex's level its worst median from n on: "
                     + tally(kept)
+                )
+            if name in resampled.counts:
+                lo, hi = np.percentile(resampled.counts[name], [5, 95])
+                shares = {key: p for key, p in resampled.share.items() if key[-1] == name}
+                weakest = min(shares, key=lambda key: (shares[key], key))
+                k, kind, noise, n, _ = weakest
+                lines.append(
+                    f"         (seeds resampled: {lo:.0f}-{hi:.0f} of {len(ratios[name])} cells >= 2x in 90% of draws; "
+                    f"the weakest cell, K={k} {kind} noise={noise} n={n}, in {shares[weakest]:.0%} of draws)"
                 )
     gp_lat = [v for (name, _), v in latency.items() if name == "gp-simplex"]
     if gp_lat:

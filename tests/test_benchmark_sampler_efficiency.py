@@ -1,0 +1,58 @@
+"""The sampler benchmark's 2x bookkeeping: the cells the goal line counts and their seed bootstrap."""
+
+from __future__ import annotations
+
+from benchmarks import sampler_efficiency as se
+
+K = 2
+CPS = se.CHECKPOINTS[K]  # (4, 6, 8, 12)
+BUDGET = se.BASELINE_FACTOR * CPS[-1]
+
+
+def _run(sampler: str, seed: int, regret_at: dict[int, float]) -> se.Run:
+    return se.Run(sampler, K, "interior", 0.01, seed, regret_at, 0.0)
+
+
+def _curve(ns: range, value: float) -> dict[int, float]:
+    return {n: value for n in ns}
+
+
+def _setting(gp_level: float, baseline_curves: list[dict[int, float]]) -> list[se.Run]:
+    runs = []
+    for seed, curve in enumerate(baseline_curves):
+        runs.append(_run("gp-simplex", seed, _curve(range(K + 1, CPS[-1] + 1), gp_level)))
+        runs.append(_run("tpe", seed, curve))
+    return runs
+
+
+def test_setting_cells_reads_the_first_reach_and_the_hold() -> None:
+    # TPE touches 0.05 at trial 3 by a lucky draw, rises again, and stays below it from trial 20 on.
+    tpe = {n: 0.05 if n == 3 or n >= 20 else 0.3 for n in range(1, BUDGET + 1)}
+    cells = se._setting_cells(_setting(0.05, [tpe] * 3))
+    assert [c.n for c in cells] == list(CPS)
+    assert [c.reach["tpe"][1] for c in cells] == [3 / n for n in CPS]
+    assert [c.held["tpe"] for c in cells] == [20 / n for n in CPS]
+    assert "random" not in cells[0].reach
+
+
+def test_resampled_count_is_certain_when_every_seed_agrees() -> None:
+    slow = {n: 0.3 if n < 40 else 0.0 for n in range(1, BUDGET + 1)}  # reaches 0.05 only at 40 >= 2 x 12
+    res = se._resample_2x({(K, "interior", 0.01): _setting(0.05, [slow] * 5)}, draws=50)
+    assert res.counts == {"tpe": [len(CPS)] * 50}
+    assert set(res.share.values()) == {1.0}
+
+    fast = _curve(range(1, BUDGET + 1), 0.0)  # reaches any level after 1 trial: no cell is 2x
+    res = se._resample_2x({(K, "interior", 0.01): _setting(0.05, [fast] * 5)}, draws=50)
+    assert res.counts == {"tpe": [0] * 50}
+    assert set(res.share.values()) == {0.0}
+
+
+def test_resampled_count_spreads_when_seeds_disagree() -> None:
+    # Two seeds of five reach the level at once; with three of five slow ones the median is slow, but a
+    # draw with three or more fast seeds flips every cell.
+    slow = {n: 0.3 if n < 40 else 0.0 for n in range(1, BUDGET + 1)}
+    fast = _curve(range(1, BUDGET + 1), 0.0)
+    res = se._resample_2x({(K, "interior", 0.01): _setting(0.05, [fast, fast, slow, slow, slow])}, draws=400)
+    # P(at most 2 of 5 draws are fast seeds), p = 0.4: 0.683
+    assert all(0.6 < p < 0.77 for p in res.share.values())
+    assert set(res.counts["tpe"]) == {0, len(CPS)}
