@@ -457,6 +457,15 @@ class _Resampled:
     counts: dict[str, list[int]]
     share: dict[tuple[int, str, float, int, str], float]
 
+    def spread(self, baseline: str) -> tuple[float, float, float]:
+        """The median and the 5% and 95% points of ``baseline``'s count over the draws."""
+        lo, median, hi = np.percentile(self.counts[baseline], [5, 50, 95])
+        return float(median), float(lo), float(hi)
+
+    def shares(self, baseline: str) -> dict[tuple[int, str, float, int], float]:
+        """``baseline``'s cells (K, kind, noise, n), sorted, with their share of draws >= 2x."""
+        return {key[:-1]: p for key, p in sorted(self.share.items()) if key[-1] == baseline}
+
 
 def _resample_2x(groups: dict[tuple[int, str, float], list[Run]], draws: int = BOOTSTRAP_DRAWS) -> _Resampled:
     """Bootstrap the 2x count over seeds: a draw resamples every setting's seeds (those with a gp-simplex
@@ -476,9 +485,10 @@ def _resample_2x(groups: dict[tuple[int, str, float], list[Run]], draws: int = B
             drawn = rng.integers(0, len(seeds), len(seeds))
             for cell in _setting_cells([r for i in drawn for r in by_seed[seeds[i]]]):
                 for b, (_, ratio) in cell.reach.items():
-                    counts[b][d] += ratio >= 2
+                    met = ratio >= 2
+                    counts[b][d] += met
                     key = (k, kind, noise, cell.n, b)
-                    hits[key] = hits.get(key, 0) + (ratio >= 2)
+                    hits[key] = hits.get(key, 0) + met
     return _Resampled(
         {b: c for b, c in counts.items() if any(key[-1] == b for key in hits)},
         {key: h / draws for key, h in hits.items()},
@@ -554,16 +564,16 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
         f"\n## The 2x count with the seeds resampled ({BOOTSTRAP_DRAWS} draws; each setting's seeds drawn with "
         "replacement,\n   the same for every sampler): how many cells another set of landscapes would count"
     )
-    for name, counts in resampled.counts.items():
-        lo, hi = np.percentile(counts, [5, 95])
+    for name in resampled.counts:
+        median, lo, hi = resampled.spread(name)
         weak = [
             f"K={k} {kind} noise={noise} n={n} ({p:.2f})"
-            for (k, kind, noise, n, b), p in sorted(resampled.share.items())
-            if b == name and p < 0.5
+            for (k, kind, noise, n), p in resampled.shares(name).items()
+            if p < 0.5
         ]
         out(
             f"  {name}: {sum(r >= 2 for r in ratios[name])} of {len(ratios[name])} cells >= 2x; in the draws: median "
-            f"{np.median(counts):.0f}, 90% between {lo:.0f} and {hi:.0f}"
+            f"{median:.0f}, 90% between {lo:.0f} and {hi:.0f}"
         )
         if weak:
             out("    >= 2x in fewer than half of the draws (share of draws): " + ", ".join(weak))
@@ -684,12 +694,12 @@ def _goal_lines(
                     + tally(kept)
                 )
             if name in resampled.counts:
-                lo, hi = np.percentile(resampled.counts[name], [5, 95])
-                shares = {key: p for key, p in resampled.share.items() if key[-1] == name}
+                median, lo, hi = resampled.spread(name)
+                shares = resampled.shares(name)
                 weakest = min(shares, key=lambda key: (shares[key], key))
-                k, kind, noise, n, _ = weakest
+                k, kind, noise, n = weakest
                 lines.append(
-                    f"         (seeds resampled: median {np.median(resampled.counts[name]):.0f}, 90% of draws "
+                    f"         (seeds resampled: median {median:.0f}, 90% of draws "
                     f"{lo:.0f}-{hi:.0f} of {len(ratios[name])} cells >= 2x; "
                     f"the weakest cell, K={k} {kind} noise={noise} n={n}, in {shares[weakest]:.0%} of draws)"
                 )
