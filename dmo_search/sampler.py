@@ -21,7 +21,8 @@ How one proposal is made
    representative sample does, instead of crowding its vertices as a maximin design does.
 3. Then a GP (``SingleTaskGP``: Matern-5/2 kernel with automatic relevance determination and the
    dimension-scaled priors of [Hvarfner2024vanilla]_, an inferred homoscedastic noise, standardised
-   outcomes) is fitted to ``(w, y)`` by maximum a posteriori; the kernel reads each weight and its
+   outcomes) is fitted to ``(w, y)`` by maximum a posteriori, ``y`` divided by its standard deviation
+   first (``_unit_scaled``: the proposals for ``f`` and ``c * f`` are the same); the kernel reads each weight and its
    square root (``_fit_gp``). When trials report a standard error
    above zero (the ``value_se`` attribute that the worker records and ``optimize_simplex(noise_sd=...)``
    sets), the noise gets a nearly flat prior instead of the near-noiseless default (``_likelihood``).
@@ -99,6 +100,9 @@ _ZERO_SNAP = 1e-6
 _SAME_POINT = 1e-6
 # The GP also reads sqrt(w + eps) (see _fit_gp): eps keeps the map's slope finite at w = 0.
 _ROOT_EPS = 1e-3
+# A column of values whose spread is below this fraction of its largest magnitude is constant up to
+# round-off (see _unit_scaled).
+_RELATIVE_MIN_SPREAD = 1e-12
 # Size of the pool of uniform draws that the initial designs pick from, per domain (at most 1024).
 _POOL_PER_DOMAIN = 128
 _POOL_MAX = 1024
@@ -466,7 +470,7 @@ class SimplexGPSampler(BaseSampler):
         seed = _derived_seed(self._seed, number)
         with _torch_context(seed):
             X = torch.from_numpy(history.X)
-            Y = torch.from_numpy(history.Y)
+            Y = torch.from_numpy(_unit_scaled(history.Y))
             model = _fit_gp(X, Y, prior=history.prior, noisy=history.noisy)
             acqf = self._acquisition(model, X, Y, history.pending, seed)
             anchors = _anchors(model, X)
@@ -549,7 +553,7 @@ class SimplexGPSampler(BaseSampler):
         seed = _derived_seed(self._seed, history.next_number, 1)
         with _torch_context(seed):
             X = torch.from_numpy(history.X)
-            Y = torch.from_numpy(history.Y)
+            Y = torch.from_numpy(_unit_scaled(history.Y))
             model = _fit_gp(X, Y, prior=history.prior, noisy=history.noisy)
             m = Y.shape[-1]
             transform = (
@@ -693,6 +697,25 @@ def _clip_infinite(Y: NDArray[np.float64]) -> NDArray[np.float64]:
         lo, hi = (Y[finite, c].min(), Y[finite, c].max()) if finite.any() else (0.0, 0.0)
         Y[:, c] = np.clip(np.nan_to_num(Y[:, c], nan=lo, posinf=hi, neginf=lo), lo, hi)
     return Y
+
+
+def _unit_scaled(Y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``Y`` with each column divided by its standard deviation: what the GP and the acquisition see.
+
+    The proposals and the recommendation are then the same for an objective ``f`` and ``c * f``
+    (``c > 0``). Without it they were not: qLogNEI's smoothing temperatures (``tau_max = 0.01``,
+    ``tau_relu = 1e-6``) are in the objective's units, so they blurred an objective whose values lie
+    0.01 apart and were sharp on one 100 apart, and BoTorch's ``Standardize`` leaves values less than
+    ``1e-8`` apart unscaled (an objective of that scale was fitted by a flat GP). A column whose spread
+    is below ``1e-12`` of its largest magnitude (round-off of a constant) is divided by that magnitude.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    if len(Y) < 2:
+        return Y.copy()
+    sd = Y.std(axis=0)
+    size = np.abs(Y).max(axis=0)
+    scale = np.where(sd > _RELATIVE_MIN_SPREAD * size, sd, np.where(size > 0, size, 1.0))
+    return Y / scale
 
 
 def _as_weights(w: NDArray[np.float64] | Sequence[float]) -> list[float]:
@@ -883,11 +906,11 @@ def _log_evidence(model: SingleTaskGP) -> float:
 @functools.lru_cache(maxsize=4)
 def _source_gp(x_bytes: bytes, y_bytes: bytes, shared: tuple[int, ...]) -> tuple[SingleTaskGP, float, float]:
     """A warm start's source GP (over the shared domains), fitted once per process, with its values'
-    mean and standard deviation."""
+    mean and standard deviation (of the values scaled by :func:`_unit_scaled`)."""
     import torch
 
     X = torch.from_numpy(np.frombuffer(x_bytes, dtype=np.float64).reshape(-1, len(shared)).copy())
-    y = torch.from_numpy(np.frombuffer(y_bytes, dtype=np.float64).reshape(-1, 1).copy())
+    y = torch.from_numpy(_unit_scaled(np.frombuffer(y_bytes, dtype=np.float64).reshape(-1, 1)))
     with _torch_context(0):
         model = _fit_gp(X, y)
     sd = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0

@@ -114,6 +114,19 @@ def test_same_seed_gives_the_same_proposals() -> None:
     assert a[5:] != c[5:]
 
 
+def test_the_scale_of_the_objective_does_not_change_the_proposals() -> None:
+    f = _quadratic([0.6, 0.3, 0.1])
+    _, base = _run(f, 3, 8, seed=0, **FAST)
+    study, doubled = _run(lambda w: 2.0 * f(w), 3, 8, seed=0, **FAST)
+    assert doubled == base  # c = 2 scales exactly in binary: the same GP and acquisition, bit for bit
+    # Values 1e-9 apart: the same search up to round-off, not a flat GP under a unit-scale noise prior
+    # (which sent the proposals to the vertices and recommended a mixture 0.5 away from the optimum).
+    tiny_study, tiny = _run(lambda w: 1e-9 * f(w), 3, 8, seed=0, **FAST)
+    assert simplex.simplex_distance(tiny[5], base[5]) < 0.02  # the first GP proposal
+    rec = tiny_study.sampler.recommend(tiny_study)  # type: ignore[attr-defined]
+    assert simplex.simplex_distance(rec, study.sampler.recommend(study)) < 0.02  # type: ignore[attr-defined]
+
+
 def test_running_trials_are_pending_and_not_proposed_again() -> None:
     k = 3
     f = _quadratic([0.5, 0.3, 0.2])
