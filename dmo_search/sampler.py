@@ -22,8 +22,8 @@ How one proposal is made
 3. Then a GP (``SingleTaskGP``: Matern-5/2 kernel with automatic relevance determination and the
    dimension-scaled priors of [Hvarfner2024vanilla]_, an inferred homoscedastic noise, standardised
    outcomes) is fitted to ``(w, y)`` by maximum a posteriori, ``y`` divided by its standard deviation
-   first (``_unit_scaled``: the proposals for ``f`` and ``c * f`` are the same); the kernel reads each weight and its
-   square root (``_fit_gp``). When trials report a standard error
+   first (``_unit_scaled``: the proposals for ``f`` and ``c * f`` are the same); the kernel reads each
+   weight and its square root (``_fit_gp``). When trials report a standard error
    above zero (the ``value_se`` attribute that the worker records and ``optimize_simplex(noise_sd=...)``
    sets), the noise gets a nearly flat prior instead of the near-noiseless default (``_likelihood``).
 4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
