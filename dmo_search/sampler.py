@@ -465,13 +465,9 @@ class SimplexGPSampler(BaseSampler):
         return pool[int(np.argmin(energy))]
 
     def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:
-        import torch
-
         seed = _derived_seed(self._seed, number)
         with _torch_context(seed):
-            X = torch.from_numpy(history.X)
-            Y = torch.from_numpy(_unit_scaled(history.Y))
-            model = _fit_gp(X, Y, prior=history.prior, noisy=history.noisy)
+            X, Y, model = _fitted(history)
             acqf = self._acquisition(model, X, Y, history.pending, seed)
             anchors = _anchors(model, X)
             candidates = _maximise_on_simplex(
@@ -552,9 +548,7 @@ class SimplexGPSampler(BaseSampler):
 
         seed = _derived_seed(self._seed, history.next_number, 1)
         with _torch_context(seed):
-            X = torch.from_numpy(history.X)
-            Y = torch.from_numpy(_unit_scaled(history.Y))
-            model = _fit_gp(X, Y, prior=history.prior, noisy=history.noisy)
+            X, Y, model = _fitted(history)
             m = Y.shape[-1]
             transform = (
                 ScalarizedPosteriorTransform(weights=torch.full((m,), 1.0 / m, dtype=torch.float64)) if m > 1 else None
@@ -769,6 +763,16 @@ def _torch_context(seed: int) -> Iterator[None]:
             warnings.simplefilter("ignore", category=category)
         torch.manual_seed(seed)
         yield
+
+
+def _fitted(history: _History) -> tuple[torch.Tensor, torch.Tensor, SingleTaskGP]:
+    """The history's mixtures, its values as the GP sees them (:func:`_unit_scaled`), and the GP
+    fitted to them: the model behind every proposal and recommendation."""
+    import torch
+
+    X = torch.from_numpy(history.X)
+    Y = torch.from_numpy(_unit_scaled(history.Y))
+    return X, Y, _fit_gp(X, Y, prior=history.prior, noisy=history.noisy)
 
 
 def _fit_gp(
