@@ -22,17 +22,17 @@ How one proposal is made
 3. Then a GP (``SingleTaskGP``: Matern-5/2 kernel with automatic relevance determination and the
    dimension-scaled priors of [Hvarfner2024vanilla]_, an inferred homoscedastic noise, standardised
    outcomes) is fitted to ``(w, y)`` by maximum a posteriori, ``y`` divided by its standard deviation
-   first (``_unit_scaled``: the proposals for ``f`` and ``c * f`` are the same); the kernel reads each
-   weight and its square root (``_fit_gp``). When trials report a standard error
-   above zero (the ``value_se`` attribute that the worker records and ``optimize_simplex(noise_sd=...)``
-   sets), the noise gets a nearly flat prior instead of the near-noiseless default (``_likelihood``).
+   first (the proposals for ``f`` and ``c * f`` are the same); the kernel reads each weight and its
+   square root. When trials report a standard error above zero (the ``value_se`` attribute that the
+   worker records and ``optimize_simplex(noise_sd=...)`` sets), the noise gets a nearly flat prior
+   instead of the near-noiseless default. The model is :mod:`dmo_search.gp`.
 4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
    [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
    exponentially with the number of objectives). Pending mixtures enter as ``X_pending``, so parallel
    workers do not propose the same point.
-5. The acquisition is maximised by SLSQP from a few starts chosen among uniform draws, draws on the
-   faces, the vertices and perturbations of the best mixtures; the result is clipped to ``[0, 1]``,
-   weights below ``1e-6`` become exact zeros, and it is renormalised.
+5. The acquisition is maximised by SLSQP (:mod:`dmo_search.acquisition`) from a few starts chosen
+   among uniform draws, draws on the faces, the vertices and perturbations of the best mixtures; the
+   result is clipped to ``[0, 1]``, weights below ``1e-6`` become exact zeros, and it is renormalised.
 
 Every random choice is seeded by ``(seed, trial number)``.
 
@@ -49,13 +49,11 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
 import math
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,12 +63,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from dmo_search import simplex
+from dmo_search.acquisition import best_mixtures, build_acquisition, maximise_on_simplex
 from dmo_search.constraints import MixtureConstraints
+from dmo_search.gp import fit_values, model_errors, torch_context, value_scale
 
 if TYPE_CHECKING:
-    import torch
-    from botorch.acquisition import AcquisitionFunction
-    from botorch.models import SingleTaskGP
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
 
@@ -98,18 +95,9 @@ workers see a RUNNING trial as pending before its parameters are written."""
 _ZERO_SNAP = 1e-6
 # Two mixtures closer than this (Euclidean) are the same design point.
 _SAME_POINT = 1e-6
-# The GP also reads sqrt(w + eps) (see _fit_gp): eps keeps the map's slope finite at w = 0.
-_ROOT_EPS = 1e-3
-# A column of values whose spread is below this fraction of its largest magnitude is constant up to
-# round-off (see _unit_scaled).
-_RELATIVE_MIN_SPREAD = 1e-12
 # Size of the pool of uniform draws that the initial designs pick from, per domain (at most 1024).
 _POOL_PER_DOMAIN = 128
 _POOL_MAX = 1024
-# NOTE: qLogNEHVI's box decompositions grow exponentially with the number of objectives; BoTorch
-# recommends it up to about 4 objectives, so more objectives use qLogNParEGO (random Chebyshev
-# scalarisations, one per trial).
-_MAX_HYPERVOLUME_OBJECTIVES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +113,7 @@ class _History:
             outside a trial).
         prior: a warm start's source points (:class:`dmo_search.warmstart.SourcePrior`), or None.
         noisy: a trial in ``X`` reports a standard error above zero (``value_se``): the objective is
-            noisy, so the GP's noise gets a flat prior (:func:`_likelihood`).
+            noisy, so the GP's noise gets a flat prior (:mod:`dmo_search.gp`).
     """
 
     X: NDArray[np.float64]
@@ -367,9 +355,36 @@ class SimplexGPSampler(BaseSampler):
             return _as_weights(best_observed)
         try:
             return self._feasible(self._maximise_posterior_mean(history))
-        except _model_errors() as e:
+        except model_errors() as e:
             _logger.warning(f"recommending the best observed mixture: the GP failed ({e!r})")
             return _as_weights(best_observed)
+
+    def posterior_mean(self, study: Study, points: Sequence[Sequence[float]] | NDArray[np.float64]) -> list[float]:
+        """The GP's posterior mean of the study's objective at ``points`` (mixtures), in its units.
+
+        The model is the one :meth:`recommend` maximises (the same trials, seed and noise prior), so
+        ranking mixtures by it agrees with the recommendation.
+
+        Raises:
+            ValueError: for a study with several objectives or fewer than 2 completed trials, or a
+                point that is not a mixture of K weights.
+            RuntimeError: the GP could not be fitted.
+        """
+        import torch
+
+        if len(study.directions) != 1:
+            raise ValueError("posterior_mean needs a single-objective study")
+        W = np.asarray([simplex.check_weights(list(w), self._n_domains) for w in points], dtype=np.float64)
+        history = self._history(study, exclude_trial_id=None)
+        if len(history.X) < 2:
+            raise ValueError(f"the GP needs 2 completed trials, the study has {len(history.X)}")
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        scale = float(value_scale(history.Y)[0])
+        with torch_context(_derived_seed(self._seed, history.next_number, 1)):  # recommend()'s seed
+            _, _, model = fit_values(history.X, history.Y, prior=history.prior, noisy=history.noisy)
+            with torch.no_grad():
+                mean = model.posterior(torch.from_numpy(W.reshape(-1, self._n_domains))).mean[..., 0]
+        return [sign * scale * float(m) for m in mean]
 
     def _best_observed(self, history: _History) -> NDArray[np.float64]:
         """The best observed mixture (a feasible one first, when the study has constraints)."""
@@ -436,7 +451,7 @@ class SimplexGPSampler(BaseSampler):
         if len(history.X) >= self._min_fit(history):
             try:
                 return [self._feasible(w) for w in self._bo_candidates(history, q=q, number=number)]
-            except _model_errors() as e:
+            except model_errors() as e:
                 _logger.warning(f"trial {number}: the GP proposal failed ({e!r}); proposing a space-filling point")
         out: list[list[float]] = []
         seen = history.seen
@@ -466,11 +481,11 @@ class SimplexGPSampler(BaseSampler):
 
     def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:
         seed = _derived_seed(self._seed, number)
-        with _torch_context(seed):
-            X, Y, model = _fitted(history)
-            acqf = self._acquisition(model, X, Y, history.pending, seed)
-            anchors = _anchors(model, X)
-            candidates = _maximise_on_simplex(
+        with torch_context(seed):
+            X, Y, model = fit_values(history.X, history.Y, prior=history.prior, noisy=history.noisy)
+            acqf = build_acquisition(model, X, Y, history.pending, seed, n_mc_samples=self._n_mc_samples)
+            anchors = best_mixtures(model, X)
+            candidates = maximise_on_simplex(
                 acqf,
                 self._n_domains,
                 q=q,
@@ -482,73 +497,14 @@ class SimplexGPSampler(BaseSampler):
             )
         return candidates
 
-    def _acquisition(
-        self,
-        model: SingleTaskGP,
-        X: torch.Tensor,
-        Y: torch.Tensor,
-        pending: NDArray[np.float64],
-        seed: int,
-    ) -> AcquisitionFunction:
-        """qLogNEI (one objective), qLogNEHVI (up to four) or qLogNParEGO, with ``pending`` as ``X_pending``.
-
-        NOTE: a one-shot knowledge gradient (16 fantasies, 4 SLSQP starts on the simplex), which values a
-        mixture by how much it would raise the maximum of the posterior mean (the recommendation), was
-        measured in place of qLogNEI for noisy objectives: noise sd 0.01, K = 2-4, seeds 0-9,
-        median-regret checkpoints 9 better and 15 worse by > 0.005 (K=3 face after 9 trials 0.109 -> 0.025,
-        K=2 vertex after 4 0.025 -> 0.152, K=4 interior after 30 0.073 -> 0.135), 2x fewer trials than
-        TPE in 30 of 36 cells against 28, and 1.8 times the studies' run time (2808 s against 1571 s); not kept.
-        """
-        import torch
-        from botorch.acquisition.logei import qLogNoisyExpectedImprovement
-        from botorch.sampling import SobolQMCNormalSampler
-
-        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([self._n_mc_samples]), seed=seed)
-        X_pending = torch.from_numpy(pending) if len(pending) else None
-        n_objectives = Y.shape[-1]
-        if n_objectives == 1:
-            return qLogNoisyExpectedImprovement(
-                model, X_baseline=X, sampler=sampler, X_pending=X_pending, prune_baseline=True
-            )
-        if n_objectives <= _MAX_HYPERVOLUME_OBJECTIVES:
-            from botorch.acquisition.multi_objective.logei import (
-                qLogNoisyExpectedHypervolumeImprovement,
-            )
-            from botorch.acquisition.multi_objective.utils import get_default_partitioning_alpha
-            from botorch.utils.multi_objective.hypervolume import infer_reference_point
-            from botorch.utils.multi_objective.pareto import is_non_dominated
-
-            ref_point = infer_reference_point(Y[is_non_dominated(Y)])
-            return qLogNoisyExpectedHypervolumeImprovement(
-                model,
-                ref_point=ref_point,
-                X_baseline=X,
-                sampler=sampler,
-                X_pending=X_pending,
-                prune_baseline=True,
-                alpha=get_default_partitioning_alpha(n_objectives),
-            )
-        from botorch.acquisition.multi_objective.parego import qLogNParEGO
-        from botorch.utils.sampling import sample_simplex
-
-        weights = sample_simplex(n_objectives, n=1, seed=seed, dtype=torch.float64)[0]
-        return qLogNParEGO(
-            model,
-            X_baseline=X,
-            scalarization_weights=weights,
-            sampler=sampler,
-            X_pending=X_pending,
-            prune_baseline=True,
-        )
-
     def _maximise_posterior_mean(self, history: _History) -> NDArray[np.float64]:
         import torch
         from botorch.acquisition.analytic import PosteriorMean
         from botorch.acquisition.objective import ScalarizedPosteriorTransform
 
         seed = _derived_seed(self._seed, history.next_number, 1)
-        with _torch_context(seed):
-            X, Y, model = _fitted(history)
+        with torch_context(seed):
+            X, Y, model = fit_values(history.X, history.Y, prior=history.prior, noisy=history.noisy)
             m = Y.shape[-1]
             transform = (
                 ScalarizedPosteriorTransform(weights=torch.full((m,), 1.0 / m, dtype=torch.float64)) if m > 1 else None
@@ -561,7 +517,7 @@ class SimplexGPSampler(BaseSampler):
                 if bool(inside.any()):
                     observed = torch.where(inside, observed, torch.full_like(observed, -torch.inf))
             best = int(torch.argmax(observed))
-            candidate = _maximise_on_simplex(
+            candidate = maximise_on_simplex(
                 mean,
                 self._n_domains,
                 q=1,
@@ -693,34 +649,6 @@ def _clip_infinite(Y: NDArray[np.float64]) -> NDArray[np.float64]:
     return Y
 
 
-def _unit_scaled(Y: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``Y`` with each column divided by its standard deviation: what the GP and the acquisition see.
-
-    The proposals and the recommendation are then the same for an objective ``f`` and ``c * f``
-    (``c > 0``). Without it they were not: qLogNEI's smoothing temperatures (``tau_max = 0.01``,
-    ``tau_relu = 1e-6``) are in the objective's units, so they blurred an objective whose values lie
-    0.01 apart and were sharp on one 100 apart, and BoTorch's ``Standardize`` leaves values less than
-    ``1e-8`` apart unscaled (an objective of that scale was fitted by a flat GP). A column whose spread
-    is below ``1e-12`` of its largest magnitude (round-off of a constant) is divided by that magnitude.
-
-    On ``benchmarks/sampler_efficiency.py`` (scores in ``[0, 1]``, seeds 0-9) the temperatures, now
-    relative to the values' spread, moved cells both ways, within the spread of a rerun on other
-    landscapes: 2x fewer trials than TPE in 43 of 60 noisy cells (40 before) and 56 of 60 noiseless
-    ones (57), than random in 49 (50) and 59 (59); K=4 with noise sd 0.01 after 18 trials 0.047
-    (0.075); K=8 noiseless after 30 trials 0.003, worst seed 0.034 (0.002, 0.025); on the held-out
-    ``mixlaw`` family with noise sd 0.02, 2x fewer trials than TPE in 14 of the 16 cells with K >= 3 (11)
-    and K=4 after 18 trials 0.019 (0.059), noiseless unchanged (16 of 16). The sampler variants
-    recorded in the other docstrings were measured before this scaling.
-    """
-    Y = np.asarray(Y, dtype=np.float64)
-    if len(Y) < 2:
-        return Y.copy()
-    sd = Y.std(axis=0)
-    size = np.abs(Y).max(axis=0)
-    scale = np.where(sd > _RELATIVE_MIN_SPREAD * size, sd, np.where(size > 0, size, 1.0))
-    return Y / scale
-
-
 def _as_weights(w: NDArray[np.float64] | Sequence[float]) -> list[float]:
     """Clip to ``[0, 1]``, snap tiny weights to exact zeros, renormalise: a valid mixture."""
     x = np.clip(np.asarray(w, dtype=np.float64), 0.0, 1.0)
@@ -737,376 +665,7 @@ def _derived_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _model_errors() -> tuple[type[Exception], ...]:
-    from botorch.exceptions.errors import BotorchError
-
-    return (BotorchError, RuntimeError, ValueError, np.linalg.LinAlgError)
-
-
-@contextlib.contextmanager
-def _torch_context(seed: int) -> Iterator[None]:
-    """Run torch code on the CPU with a forked, seeded RNG, and silence the BoTorch warnings that
-    only report what it already handles (optimiser iteration limits, flat starting values, jitter
-    added to a Cholesky factorisation)."""
-    import torch
-    from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
-    from linear_operator.utils.warnings import NumericalWarning
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=[]))
-        # A device context intercepts every torch call (it doubles the cost of an acquisition
-        # evaluation): enter it only when the user moved the default device off the CPU.
-        if torch.get_default_device().type != "cpu":
-            stack.enter_context(torch.device("cpu"))
-        stack.enter_context(warnings.catch_warnings())
-        for category in (OptimizationWarning, BadInitialCandidatesWarning, NumericalWarning):
-            warnings.simplefilter("ignore", category=category)
-        torch.manual_seed(seed)
-        yield
-
-
-def _fitted(history: _History) -> tuple[torch.Tensor, torch.Tensor, SingleTaskGP]:
-    """The history's mixtures, its values as the GP sees them (:func:`_unit_scaled`), and the GP
-    fitted to them: the model behind every proposal and recommendation."""
-    import torch
-
-    X = torch.from_numpy(history.X)
-    Y = torch.from_numpy(_unit_scaled(history.Y))
-    return X, Y, _fit_gp(X, Y, prior=history.prior, noisy=history.noisy)
-
-
-def _fit_gp(
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    prior: SourcePrior | None = None,
-    *,
-    noisy: bool = False,
-) -> SingleTaskGP:
-    """Fit a GP (``n x K`` weights -> ``n x M`` values) by maximum a posteriori.
-
-    BoTorch's ``SingleTaskGP`` with standardised outcomes, an inferred noise and the
-    dimension-scaled lengthscale prior of [Hvarfner2024vanilla]_, on a Matern-5/2 kernel (BoTorch's
-    default is the RBF kernel, whose infinitely smooth samples make it overconfident between points
-    of a function that is steep near the faces, as data-mixing laws are).
-
-    The kernel's inputs are ``2K`` features per mixture: the weights and their square roots
-    (:func:`_mixture_features`), each with its own lengthscale. A mixture is a categorical
-    distribution, and ``w -> sqrt(w)`` maps the simplex with its Fisher-Rao metric onto a piece of a
-    sphere (distances become Hellinger distances): the first 1% of weight a domain receives moves a
-    mixture as far as going from 81% to 100% does. Data-mixing laws are power laws or exponentials
-    in the data a domain receives, steepest at zero weight, which the root features make gentle; an
-    objective smooth in the weights themselves (a merge proxy, a domain that only hurts, whose
-    penalty is linear in its weight) is fitted on the weights. ``benchmarks/sampler_efficiency.py``,
-    5 seeds, regret after n trials, median / worst, weights alone -> both:
-
-    - K=8, noiseless, n=30: face 0.013 / 0.053 -> 0.005 / 0.017; all kinds 0.004 / 0.053 -> 0.002 /
-      0.017; vertex optimum after 15 trials 0.315 -> 0.000.
-    - K=4, noise sd 0.01, n=18, all kinds: 0.038 / 0.290 -> 0.082 / 0.604 (n=30: 0.047 / 0.331 ->
-      0.032 / 0.131). Noisy settings move both ways: with noise sd 0.002, K=4, n=30, a face went
-      0.002 / 0.051 -> 0.004 / 0.013 and an interior optimum 0.013 / 0.048 -> 0.035 / 0.145.
-
-    Root features alone matched both on the K=8 faces but were worse on a concave quadratic in the
-    weights (K=4, n=18, interior optimum: 0.0031 against 0.0005 on the weights; both 0.0011) and
-    with noise on a face (K=4, n=18: 0.114 against 0.017; both 0.026). Choosing one geometry by marginal
-    likelihood mostly chose the weights and left the K=8 faces as they were. Under noise (sd 0.01, median
-    regret), two more variants moved cells both ways, so neither was kept: a linear kernel on the
-    weights added to this one (K=4 after 18 trials 0.082 -> 0.064, but a K=4 face 0.026 -> 0.067; K=8
-    after 40: face 0.292 -> 0.199, interior 0.301 -> 0.400), and one lengthscale for all 2K inputs
-    (K=4 after 18: 0.082 -> 0.107; K=8 face after 15: 0.573 -> 0.270; K=8 interior after 30: 0.368 ->
-    0.505). Nor was a quadratic kernel on the weights added to this one (Scheffe's second-order mixture
-    model as a GP term): better noiseless at K=3 (interior after 6 trials 0.059 -> 0.015, 10 seeds) but
-    worse at K=4 (interior after 12: 0.005 -> 0.012) and under noise (K=4 after 18 trials: face 0.025
-    -> 0.101 on 4 seeds, interior after 30 0.073 -> 0.176 on 10; K=8 interior after 40 0.301 -> 0.354).
-    Nor an additive term (a Matern kernel on each domain's root feature, shared lengthscale, summed over
-    domains: data-mixing laws are dominated by each domain's own weight), meant for the noisy K=8 faces where
-    the GP is slow to pin a drop on one domain: noise sd 0.01, 5 seeds, median regret after 15 / 40 trials,
-    face 0.573 / 0.292 -> 0.494 / 0.269, interior after 30 / 40 0.368 / 0.301 -> 0.253 / 0.361, vertex
-    after 40 0.058 -> 0.022; moves of the size seeds make, in both directions.
-
-    With ``prior`` (a warm start's source points, one objective), a second GP is fitted whose prior
-    mean is ``c + s * m * m_src(w_S / m)``: ``m_src`` the source GP's standardised posterior mean over
-    the shared domains ``S``, ``m = sum w_S`` (the prior fades where new domains take the weight),
-    ``c`` and ``s`` fitted with the rest (``s`` has a ``N(0.7, 0.5)`` prior: related studies correlate
-    positively). The GP whose fitted marginal likelihood (with hyper-parameter priors) is higher is
-    returned: the source steers the search while the new data agree with it, and stops when they do not.
-    """
-    plain = _fit_one(X, Y, None, noisy=noisy)
-    if prior is None or Y.shape[-1] != 1:
-        return plain
-    warm = _fit_one(X, Y, _prior_mean(*_source_gp(*prior.key()), shared=prior.shared), noisy=noisy)
-    return warm if _log_evidence(warm) >= _log_evidence(plain) else plain
-
-
-def _fit_one(X: torch.Tensor, Y: torch.Tensor, mean: Any, *, noisy: bool = False) -> SingleTaskGP:
-    import torch
-    from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
-    from botorch.models.transforms.outcome import Standardize
-    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
-    m = Y.shape[-1]
-    batch = torch.Size([m]) if m > 1 else torch.Size()
-    n_features = 2 * X.shape[-1]  # the weights and their roots (_mixture_features)
-    covar = get_covar_module_with_dim_scaled_prior(ard_num_dims=n_features, batch_shape=batch, use_rbf_kernel=False)
-    likelihood = _likelihood(batch) if noisy else None  # None: BoTorch's default, LogNormal(-4, 1)
-    model = SingleTaskGP(
-        X,
-        Y,
-        likelihood=likelihood,
-        covar_module=covar,
-        mean_module=mean,
-        outcome_transform=Standardize(m=m),
-        input_transform=_feature_map_cls()(),
-    )
-    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    model.eval()
-    return model
-
-
 def _reports_noise(trial: FrozenTrial) -> bool:
     """True when ``trial`` records a standard error above zero for its value (``value_se``)."""
     se = trial.user_attrs.get(VALUE_SE_ATTR)
     return isinstance(se, int | float) and math.isfinite(se) and se > 0
-
-
-def _likelihood(batch_shape: torch.Size) -> Any:
-    """Gaussian noise with a nearly flat ``Gamma(1.1, 0.05)`` prior on its variance (standardised
-    outcomes), for objectives that report a standard error.
-
-    NOTE: BoTorch's default since 0.12, ``LogNormal(-4, 1)`` [Hvarfner2024vanilla]_, puts 95% of its
-    mass below a noise sd of about 0.36 outcome sd: right for a deterministic function, wrong for scores
-    on a validation subset, which near the best mixtures vary about as much as their noise; the GP then
-    chases the noise. ``Gamma(1.1, 0.05)`` (BoTorch's default before 0.12) lets the data set the
-    noise. ``benchmarks/sampler_efficiency.py``, K=4, noise sd 0.01, median regret after 18 trials:
-    0.111 with the default, 0.038 with this prior (measured on the weights alone, before the root
-    features of :func:`_fit_gp`). It is used only when the trials report noise: with
-    few points the noise cannot be told from the signal, and on a noiseless objective the flat prior
-    made the first GP proposals (and warm starts, whose GP starts at 2 points) explore noise that is
-    not there. Fixing the noise at the reported standard error instead gave 0.091. With today's
-    kernel (root features), a floor at the median reported standard error, the noise learned above
-    it, moved cells both ways (noise sd 0.01, K = 2-4, 10 seeds; 134 checkpoints better by > 0.005,
-    123 worse): vertex optima improved (K=3 after 20 trials 0.044 -> 0.001), interior ones, whose
-    spread is as small as the noise, got worse (K=4 after 30 0.073 -> 0.127; K=3 after 20, worst seed 0.55 ->
-    1.28: with the signal held under the floor the posterior mean is nearly flat and its argmax
-    arbitrary), and K=4 after 18 went 0.075 -> 0.092; not kept.
-    """
-    from gpytorch.constraints import GreaterThan
-    from gpytorch.likelihoods import GaussianLikelihood
-    from gpytorch.priors import GammaPrior
-
-    return GaussianLikelihood(
-        noise_prior=GammaPrior(1.1, 0.05),
-        batch_shape=batch_shape,
-        noise_constraint=GreaterThan(1e-4, transform=None, initial_value=0.05),
-    )
-
-
-def _log_evidence(model: SingleTaskGP) -> float:
-    """The fitted model's marginal log-likelihood per datum, hyper-parameter log-priors included."""
-    import torch
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
-    model.train()
-    try:
-        with torch.no_grad():
-            out = model(*model.train_inputs)
-            return float(ExactMarginalLogLikelihood(model.likelihood, model)(out, model.train_targets).sum())
-    finally:
-        model.eval()
-
-
-@functools.lru_cache(maxsize=4)
-def _source_gp(x_bytes: bytes, y_bytes: bytes, shared: tuple[int, ...]) -> tuple[SingleTaskGP, float, float]:
-    """A warm start's source GP (over the shared domains), fitted once per process, with its values'
-    mean and standard deviation (of the values scaled by :func:`_unit_scaled`)."""
-    import torch
-
-    X = torch.from_numpy(np.frombuffer(x_bytes, dtype=np.float64).reshape(-1, len(shared)).copy())
-    y = torch.from_numpy(_unit_scaled(np.frombuffer(y_bytes, dtype=np.float64).reshape(-1, 1)))
-    with _torch_context(0):
-        model = _fit_gp(X, y)
-    sd = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
-    return model, float(y.mean()), sd
-
-
-def _mixture_features(w: torch.Tensor) -> torch.Tensor:
-    """The GP's inputs for ``... x K`` weights: ``... x 2K``, the weights, then their roots
-    ``(sqrt(w + eps) - sqrt(eps)) / (sqrt(1 + eps) - sqrt(eps))`` (in ``[0, 1]``, slope about 16 at 0)."""
-    import torch
-
-    lo, hi = math.sqrt(_ROOT_EPS), math.sqrt(1.0 + _ROOT_EPS)
-    return torch.cat([w, ((w.clamp_min(0.0) + _ROOT_EPS).sqrt() - lo) / (hi - lo)], dim=-1)
-
-
-def _feature_map_class() -> type:
-    from botorch.models.transforms.input import InputTransform
-
-    class FeatureMap(InputTransform):
-        """Weights to :func:`_mixture_features`, in training, evaluation and fantasies."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.transform_on_train = True
-            self.transform_on_eval = True
-            self.transform_on_fantasize = True
-
-        def transform(self, X: torch.Tensor) -> torch.Tensor:
-            return _mixture_features(X)
-
-    return FeatureMap
-
-
-_feature_map_cls = functools.cache(_feature_map_class)
-
-
-def _prior_mean_class() -> type:
-    import gpytorch
-    import torch
-
-    class PriorMean(gpytorch.means.Mean):
-        """``constant + scale * m * (m_src(x_S / m) - mu) / sd`` with ``m = sum x_S``; the source GP is
-        fixed (not a submodule). ``x`` are :func:`_mixture_features`: the weights come first."""
-
-        def __init__(self, source: SingleTaskGP, mu: float, sd: float, shared: tuple[int, ...]) -> None:
-            super().__init__()
-            self._source = [source]  # a list, so the source's hyper-parameters are not trained
-            self._mu, self._sd = mu, sd
-            self._shared = list(shared)
-            self.register_parameter("constant", torch.nn.Parameter(torch.zeros((), dtype=torch.float64)))
-            self.register_parameter("scale", torch.nn.Parameter(torch.full((), 0.7, dtype=torch.float64)))
-            self.register_prior("scale_prior", gpytorch.priors.NormalPrior(0.7, 0.5), "scale")
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            xs = x[..., self._shared]
-            mass = xs.sum(dim=-1, keepdim=True)
-            m = self._source[0].posterior(xs / mass.clamp_min(1e-9)).mean.squeeze(-1)
-            return self.constant + self.scale * mass.squeeze(-1) * (m - self._mu) / self._sd
-
-    return PriorMean
-
-
-_prior_mean_cls = functools.cache(_prior_mean_class)
-
-
-def _prior_mean(source: SingleTaskGP, mu: float, sd: float, *, shared: tuple[int, ...]) -> Any:
-    """The warm-start prior mean module (its class is built on first use: gpytorch is imported lazily)."""
-    return _prior_mean_cls()(source, mu, sd, shared)
-
-
-def _anchors(model: SingleTaskGP, X: torch.Tensor, n: int = 3) -> torch.Tensor:
-    """The ``n`` observed mixtures with the highest posterior mean (averaged over objectives)."""
-    import torch
-
-    with torch.no_grad():
-        mean = model.posterior(X).mean.mean(dim=-1)
-    return X[torch.argsort(mean, descending=True)[:n]]
-
-
-def _maximise_on_simplex(
-    acqf: AcquisitionFunction,
-    n_domains: int,
-    *,
-    q: int,
-    anchors: torch.Tensor,
-    seed: int,
-    n_restarts: int,
-    raw_samples: int,
-    constraints: MixtureConstraints | None = None,
-) -> NDArray[np.float64]:
-    """Maximise ``acqf`` over ``q`` points of the simplex (sequential greedy for ``q > 1``).
-
-    Args:
-        acqf: the acquisition function.
-        n_domains: K.
-        q: the number of candidates.
-        anchors: ``a x K`` mixtures around which starts are also drawn.
-        seed: seeds the starts.
-        n_restarts: SLSQP starts.
-        raw_samples: uniform draws scored to choose the starts.
-        constraints: per-domain bounds and group rows (bounds and inequality constraints of SLSQP).
-
-    Returns:
-        ``q x K`` candidates on the simplex (clipped and renormalised by :func:`_as_weights` later).
-    """
-    import torch
-    from botorch.optim import optimize_acqf
-
-    k = n_domains
-    if constraints is None:
-        bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
-    else:
-        bounds = torch.tensor([constraints.lower, constraints.upper], dtype=torch.float64)
-    sum_to_one = [(torch.arange(k), torch.ones(k, dtype=torch.float64), 1.0)]
-    inequalities = constraints.botorch_inequalities() if constraints is not None else None
-    candidates, _ = optimize_acqf(
-        acqf,
-        bounds=bounds,
-        q=q,
-        num_restarts=n_restarts,
-        raw_samples=raw_samples,
-        equality_constraints=sum_to_one,
-        inequality_constraints=inequalities or None,
-        ic_generator=functools.partial(
-            _simplex_initial_conditions, anchors=anchors, seed=seed, constraints=constraints
-        ),
-        sequential=q > 1,
-        options={"maxiter": 200},
-        retry_on_optimization_warning=False,
-    )
-    return candidates.detach().numpy().reshape(q, k)
-
-
-def _simplex_initial_conditions(
-    acq_function: AcquisitionFunction,
-    bounds: torch.Tensor,
-    q: int,
-    num_restarts: int,
-    raw_samples: int,
-    *,
-    anchors: torch.Tensor,
-    seed: int,
-    constraints: MixtureConstraints | None = None,
-    **_unused: Any,
-) -> torch.Tensor:
-    """Starts for SLSQP on the simplex (an ``ic_generator`` for ``optimize_acqf``).
-
-    Scores ``raw_samples`` uniform draws, ``raw_samples // 2`` draws on random faces, the vertices and
-    perturbations of ``anchors``, and picks ``num_restarts`` of them by Boltzmann sampling on the
-    acquisition value (the best is always kept). With ``constraints`` the uniform draws are drawn inside
-    the feasible set and the other points are projected onto its bounds (those outside a group row
-    are dropped).
-
-    Returns:
-        ``num_restarts x q x K`` starts, each row on the simplex.
-    """
-    import torch
-    from botorch.optim.initializers import initialize_q_batch
-
-    k = bounds.shape[-1]
-    rng = np.random.default_rng(seed)
-    uniform = rng.dirichlet(np.ones(k), size=raw_samples)
-    faces = rng.dirichlet(np.ones(k), size=max(raw_samples // 2, 1))
-    drop = rng.random(faces.shape) < 0.5
-    drop[np.arange(len(faces)), np.argmax(faces, axis=1)] = False  # keep at least one domain
-    faces[drop] = 0.0
-    faces /= faces.sum(axis=1, keepdims=True)
-    parts = [uniform, faces, np.eye(k)]
-    a = anchors.detach().numpy()
-    if len(a):
-        for scale in (0.02, 0.1):
-            centre = a[rng.integers(len(a), size=max(raw_samples // 8, 1))]
-            parts.append(simplex.project_to_simplex(centre + rng.normal(scale=scale, size=centre.shape)))
-    if constraints is not None:
-        cloud = constraints.sample(4 * raw_samples, seed=0)  # drawn once per process (cached), subsampled here
-        inside = cloud[rng.choice(len(cloud), size=raw_samples, replace=False)]
-        extra = constraints.project_boxes(np.concatenate(parts[1:]))
-        keep = [x for x in extra if constraints.contains(x)]
-        parts = [inside, *([np.asarray(keep)] if keep else [])]
-    pool = np.concatenate(parts)
-    n = (len(pool) // q) * q
-    X = torch.from_numpy(pool[rng.permutation(len(pool))[:n]]).to(bounds).reshape(-1, q, k)
-    with torch.no_grad():
-        values = torch.cat([acq_function(batch) for batch in X.split(256)])
-    starts, _ = initialize_q_batch(X, values, n=min(num_restarts, len(X)), eta=2.0)
-    return starts

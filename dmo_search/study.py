@@ -41,6 +41,7 @@ from dmo_search.sampling import make_sampler
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
     from dmo_search.objectives import Objective, ObjectiveResult
+    from dmo_search.sampler import SimplexGPSampler
 
 __all__ = [
     "OVER_BUDGET_ATTR",
@@ -365,12 +366,18 @@ def recommended_weights(study: optuna.Study, cfg: StudyConfig) -> list[float] | 
         return None
     if cfg.search.sampler != "gp-simplex":
         return best.weights
+    return study_gp(study, cfg).recommend(study)
+
+
+def study_gp(study: optuna.Study, cfg: StudyConfig) -> SimplexGPSampler:
+    """The study's ``gp-simplex`` sampler (the one it runs with, else one built from its config): the
+    model behind :func:`recommended_weights` and the ranking of promotion candidates."""
     from dmo_search.sampler import SimplexGPSampler
 
     sampler = study.sampler
-    if not isinstance(sampler, SimplexGPSampler):
-        sampler = SimplexGPSampler(cfg.n_domains, seed=cfg.search.seed, constraints=cfg.constraints())
-    return sampler.recommend(study)
+    if isinstance(sampler, SimplexGPSampler):
+        return sampler
+    return SimplexGPSampler(cfg.n_domains, seed=cfg.search.seed, constraints=cfg.constraints())
 
 
 def _fail_heartbeatless(study: optuna.Study, storage: Any, *, older_than: float) -> None:

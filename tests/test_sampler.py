@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -19,6 +20,7 @@ import torch
 from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
 from optuna.trial import TrialState
 
+from dmo_search import sampler as sampler_module
 from dmo_search import simplex
 from dmo_search.sampler import WEIGHTS_SYSTEM_ATTR, SimplexGPSampler
 
@@ -269,7 +271,8 @@ def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
     fitted noise near the truth, where the near-noiseless default prior pulls it down."""
     from gpytorch.priors import GammaPrior, LogNormalPrior
 
-    from dmo_search.sampler import VALUE_SE_ATTR, _fit_gp
+    from dmo_search.gp import fit_gp
+    from dmo_search.sampler import VALUE_SE_ATTR
 
     rng = np.random.default_rng(0)
     fitted = {}
@@ -288,39 +291,13 @@ def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
             )
         history = study.sampler._history(study, exclude_trial_id=None)  # type: ignore[attr-defined]
         assert history.noisy is (se == 0.05)
-        model = _fit_gp(torch.from_numpy(history.X), torch.from_numpy(history.Y), noisy=history.noisy)
+        model = fit_gp(torch.from_numpy(history.X), torch.from_numpy(history.Y), noisy=history.noisy)
         prior = model.likelihood.noise_covar.noise_prior
         assert isinstance(prior, GammaPrior if history.noisy else LogNormalPrior)
         truth = 0.05**2 / float(np.var(history.Y, ddof=1))  # the noise variance in standardised units
         fitted[se] = abs(math.log(float(model.likelihood.noise.mean()) / truth))
         _assert_on_simplex(study.sampler.propose_batch(study, 2), 2)  # type: ignore[attr-defined]
     assert fitted[0.05] < fitted[None], fitted
-
-
-def test_the_gp_reads_the_weights_and_their_roots() -> None:
-    """The kernel's inputs are the weights, then their roots in [0, 1] (steep at a zero weight); the
-    warm-start prior mean still reads the weights."""
-    from dmo_search.sampler import _fit_gp, _mixture_features, _prior_mean
-
-    W = torch.tensor([[0.0, 0.25, 0.75], [1.0, 0.0, 0.0], [0.5, 0.49, 0.01], [0.2, 0.3, 0.5]], dtype=torch.float64)
-    F = _mixture_features(W)
-    torch.testing.assert_close(F[:, :3], W)
-    roots = F[:, 3:]
-    assert bool((roots[W == 0] == 0).all()) and bool((roots[W == 1] == 1).all())
-    assert float(roots[2, 2]) > 0.05  # 1% of the weight moves its root by over 5% of the range
-    assert bool((torch.diff(roots[W[:, 1].argsort(), 1]) > 0).all())  # the roots keep the weights' order
-
-    y = torch.tensor([[0.1], [0.4], [0.3], [0.2]], dtype=torch.float64)
-    model = _fit_gp(W, y)
-    torch.testing.assert_close(model.train_inputs[0], F)  # eval mode holds the transformed inputs
-    assert model.covar_module.lengthscale.shape[-1] == 6  # one lengthscale per feature
-
-    source = _fit_gp(W[:, :2] / W[:, :2].sum(-1, keepdim=True), y)
-    mean = _prior_mean(source, 0.25, 0.1, shared=(0, 1))
-    mass = W[:, :2].sum(-1)
-    expected = mean.constant + mean.scale * mass * (source.posterior(W[:, :2] / mass[:, None]).mean[:, 0] - 0.25) / 0.1
-    with torch.no_grad():
-        torch.testing.assert_close(mean(F), expected.detach())
 
 
 def test_recommend_on_a_flat_objective_returns_an_observed_mixture() -> None:
@@ -347,14 +324,14 @@ def test_recommend_before_the_gp_returns_the_best_observed_mixture() -> None:
 def _spy_acquisition(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the class name of every acquisition function the sampler builds."""
     used: list[str] = []
-    original = SimplexGPSampler._acquisition
+    original = sampler_module.build_acquisition
 
-    def spy(self: SimplexGPSampler, *args: object, **kwargs: object) -> object:
-        acqf = original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        acqf = original(*args, **kwargs)
         used.append(type(acqf).__name__)
         return acqf
 
-    monkeypatch.setattr(SimplexGPSampler, "_acquisition", spy)
+    monkeypatch.setattr(sampler_module, "build_acquisition", spy)
     return used
 
 

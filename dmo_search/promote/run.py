@@ -211,7 +211,7 @@ def promote(
     """
     from dmo_search.promote.data import load_train_set
     from dmo_search.promote.select import select_candidates
-    from dmo_search.study import recommended_weights
+    from dmo_search.study import recommended_weights, study_gp
 
     missing = [n for n in cfg.expert_names if n not in promotion.train_data]
     if missing:
@@ -236,6 +236,7 @@ def promote(
         seed=promotion.seed,
         recommended=recommended,
         constraints=cfg.constraints(),
+        gp=study_gp(study, cfg),
     )
     spec = train_spec(promotion)
     store = PromotionStore(cfg.storage_url(), study.study_name)

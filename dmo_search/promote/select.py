@@ -24,6 +24,7 @@ from dmo_search import simplex
 
 if TYPE_CHECKING:
     from dmo_search.constraints import MixtureConstraints
+    from dmo_search.sampler import SimplexGPSampler
 
 __all__ = ["Candidate", "calibration_points", "diverse_top", "select_candidates"]
 
@@ -121,18 +122,6 @@ def calibration_points(
     return out
 
 
-def _posterior_means(X: NDArray[np.float64], Y: NDArray[np.float64], points: NDArray[np.float64]) -> list[float]:
-    import torch
-
-    from dmo_search.sampler import _fit_gp, _torch_context
-
-    with _torch_context(0):
-        model = _fit_gp(torch.from_numpy(X), torch.from_numpy(Y[:, None]))
-        with torch.no_grad():
-            mean = model.posterior(torch.from_numpy(points)).mean.squeeze(-1)
-    return [float(v) for v in mean]
-
-
 def select_candidates(
     study: optuna.Study,
     n_domains: int,
@@ -143,6 +132,7 @@ def select_candidates(
     seed: int = 0,
     recommended: Sequence[float] | None = None,
     constraints: MixtureConstraints | None = None,
+    gp: SimplexGPSampler | None = None,
 ) -> list[Candidate]:
     """The mixtures to promote: ``top`` diverse best candidates, then ``calibration`` spread ones.
 
@@ -156,6 +146,8 @@ def select_candidates(
         recommended: the study's recommended mixture (argmax of the posterior mean), added to the pool.
         constraints: the study's constraints: top picks outside them (trials run before they were set)
             are skipped, calibration mixtures are drawn inside them.
+        gp: the sampler whose GP ranks the top picks (:func:`dmo_search.study.study_gp`: the model that
+            recommended ``recommended``); defaults to a ``gp-simplex`` sampler with seed 0.
 
     Raises:
         ValueError: the study has no completed trial, is multi-objective, or ``top``/``calibration`` < 0.
@@ -164,6 +156,8 @@ def select_candidates(
         raise ValueError(f"--top ({top}) and --calibration ({calibration}) must be >= 0")
     if len(study.directions) != 1:
         raise ValueError("promotion needs a single-objective study (one aggregate value per trial)")
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ValueError(f"promotion ranks larger scores first, but study {study.study_name!r} minimises its objective")
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -183,8 +177,11 @@ def select_candidates(
     ranked_by = "observed"
     scores = [float(v) for v in Y]
     if len(X) >= 3 and np.ptp(Y) > 0:
+        from dmo_search.sampler import SimplexGPSampler
+
+        model = gp or SimplexGPSampler(n_domains, constraints=constraints)
         try:
-            scores = _posterior_means(X, Y, pool)
+            scores = model.posterior_mean(study, pool)
             ranked_by = "posterior_mean"
         except Exception as e:  # a GP fit failure falls back to the observations
             _log.warning(f"ranking promotion candidates by observed values: the GP failed ({e!r})")

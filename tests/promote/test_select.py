@@ -10,6 +10,7 @@ import pytest
 
 from dmo_search import simplex
 from dmo_search.promote.select import calibration_points, diverse_top, select_candidates
+from dmo_search.sampler import VALUE_SE_ATTR, SimplexGPSampler
 
 
 def test_diverse_top_skips_near_duplicates() -> None:
@@ -37,11 +38,14 @@ def test_calibration_points_are_seeded_spread_and_far_from_picks() -> None:
     assert calibration_points(0, 3) == []
 
 
-def _study(points: list[list[float]], values: list[float]) -> optuna.Study:
+def _study(points: list[list[float]], values: list[float], se: float | None = None) -> optuna.Study:
     study = optuna.create_study(direction="maximize")
     for w, v in zip(points, values, strict=True):
+        study.enqueue_trial(simplex.weights_to_params(w))  # parameters and weights agree, as in a study
         t = study.ask(simplex.distributions(3))
         t.set_user_attr("weights", w)
+        if se is not None:
+            t.set_user_attr(VALUE_SE_ATTR, se)
         study.tell(t, v)
     return study
 
@@ -64,7 +68,29 @@ def test_select_candidates_falls_back_to_observed_values() -> None:
     assert [c.ranked_by for c in cands[:2]] == ["observed", "observed"]
     assert [c.trial_number for c in cands[:2]] == [1, 0]
     with pytest.raises(ValueError, match="no completed trial"):
-        select_candidates(optuna.create_study(), 3, top=1, calibration=0, min_distance=0.1)
+        select_candidates(optuna.create_study(direction="maximize"), 3, top=1, calibration=0, min_distance=0.1)
+    with pytest.raises(ValueError, match="minimises its objective"):
+        select_candidates(optuna.create_study(direction="minimize"), 3, top=1, calibration=0, min_distance=0.1)
+
+
+def test_top_picks_are_ranked_by_the_recommending_gp_in_the_scores_units() -> None:
+    """The rank scores are the posterior means of the GP behind the recommendation (with the noise
+    prior that reported standard errors call for), in the scores' units: scores a billion times
+    smaller give the same picks, with rank scores a billion times smaller."""
+    rng = np.random.default_rng(3)
+    pts = [[float(x) for x in r] for r in rng.dirichlet(np.ones(3), size=10)]
+    vals = [float(-np.sum((np.asarray(p) - [0.6, 0.3, 0.1]) ** 2) + 0.01 * rng.normal()) for p in pts]
+    picks, scores = {}, {}
+    for c in (1.0, 1e-9):
+        study = _study(pts, [c * v for v in vals], se=c * 0.01)
+        gp = SimplexGPSampler(3, seed=5)
+        cands = select_candidates(study, 3, top=3, calibration=0, min_distance=0.05, gp=gp)
+        assert {x.ranked_by for x in cands} == {"posterior_mean"}
+        scores[c] = [x.rank_score for x in cands]
+        assert scores[c] == pytest.approx(gp.posterior_mean(study, [x.weights for x in cands]), rel=1e-9)
+        picks[c] = [x.weights for x in cands]
+    assert picks[1.0] == picks[1e-9]
+    assert scores[1e-9] == pytest.approx([1e-9 * v for v in scores[1.0]], rel=1e-4)
 
 
 def test_constraints_keep_top_picks_and_calibration_mixtures_inside() -> None:

@@ -1,0 +1,204 @@
+"""The acquisition functions of :class:`dmo_search.sampler.SimplexGPSampler` and their maximisation
+on the simplex (bounds ``[0, 1]``, ``sum w = 1``, and a study's linear constraints)."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmo_search import simplex
+from dmo_search.constraints import MixtureConstraints
+
+if TYPE_CHECKING:
+    import torch
+    from botorch.acquisition import AcquisitionFunction
+    from botorch.models import SingleTaskGP
+
+__all__ = ["best_mixtures", "build_acquisition", "maximise_on_simplex"]
+
+# NOTE: qLogNEHVI's box decompositions grow exponentially with the number of objectives; BoTorch
+# recommends it up to about 4 objectives, so more objectives use qLogNParEGO (random Chebyshev
+# scalarisations, one per trial).
+_MAX_HYPERVOLUME_OBJECTIVES = 4
+
+
+def build_acquisition(
+    model: SingleTaskGP,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    pending: NDArray[np.float64],
+    seed: int,
+    *,
+    n_mc_samples: int,
+) -> AcquisitionFunction:
+    """qLogNEI (one objective), qLogNEHVI (up to four) or qLogNParEGO, with ``pending`` as ``X_pending``.
+
+    NOTE: a one-shot knowledge gradient (16 fantasies, 4 SLSQP starts on the simplex), which values a
+    mixture by how much it would raise the maximum of the posterior mean (the recommendation), was
+    measured in place of qLogNEI for noisy objectives: noise sd 0.01, K = 2-4, seeds 0-9,
+    median-regret checkpoints 9 better and 15 worse by > 0.005 (K=3 face after 9 trials 0.109 -> 0.025,
+    K=2 vertex after 4 0.025 -> 0.152, K=4 interior after 30 0.073 -> 0.135), 2x fewer trials than
+    TPE in 30 of 36 cells against 28, and 1.8 times the studies' run time (2808 s against 1571 s); not kept.
+    """
+    import torch
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.sampling import SobolQMCNormalSampler
+
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([n_mc_samples]), seed=seed)
+    X_pending = torch.from_numpy(pending) if len(pending) else None
+    n_objectives = Y.shape[-1]
+    if n_objectives == 1:
+        return qLogNoisyExpectedImprovement(
+            model, X_baseline=X, sampler=sampler, X_pending=X_pending, prune_baseline=True
+        )
+    if n_objectives <= _MAX_HYPERVOLUME_OBJECTIVES:
+        from botorch.acquisition.multi_objective.logei import (
+            qLogNoisyExpectedHypervolumeImprovement,
+        )
+        from botorch.acquisition.multi_objective.utils import get_default_partitioning_alpha
+        from botorch.utils.multi_objective.hypervolume import infer_reference_point
+        from botorch.utils.multi_objective.pareto import is_non_dominated
+
+        ref_point = infer_reference_point(Y[is_non_dominated(Y)])
+        return qLogNoisyExpectedHypervolumeImprovement(
+            model,
+            ref_point=ref_point,
+            X_baseline=X,
+            sampler=sampler,
+            X_pending=X_pending,
+            prune_baseline=True,
+            alpha=get_default_partitioning_alpha(n_objectives),
+        )
+    from botorch.acquisition.multi_objective.parego import qLogNParEGO
+    from botorch.utils.sampling import sample_simplex
+
+    weights = sample_simplex(n_objectives, n=1, seed=seed, dtype=torch.float64)[0]
+    return qLogNParEGO(
+        model,
+        X_baseline=X,
+        scalarization_weights=weights,
+        sampler=sampler,
+        X_pending=X_pending,
+        prune_baseline=True,
+    )
+
+
+def best_mixtures(model: SingleTaskGP, X: torch.Tensor, n: int = 3) -> torch.Tensor:
+    """The ``n`` observed mixtures with the highest posterior mean (averaged over objectives)."""
+    import torch
+
+    with torch.no_grad():
+        mean = model.posterior(X).mean.mean(dim=-1)
+    return X[torch.argsort(mean, descending=True)[:n]]
+
+
+def maximise_on_simplex(
+    acqf: AcquisitionFunction,
+    n_domains: int,
+    *,
+    q: int,
+    anchors: torch.Tensor,
+    seed: int,
+    n_restarts: int,
+    raw_samples: int,
+    constraints: MixtureConstraints | None = None,
+) -> NDArray[np.float64]:
+    """Maximise ``acqf`` over ``q`` points of the simplex (sequential greedy for ``q > 1``).
+
+    Args:
+        acqf: the acquisition function.
+        n_domains: K.
+        q: the number of candidates.
+        anchors: ``a x K`` mixtures around which starts are also drawn.
+        seed: seeds the starts.
+        n_restarts: SLSQP starts.
+        raw_samples: uniform draws scored to choose the starts.
+        constraints: per-domain bounds and group rows (bounds and inequality constraints of SLSQP).
+
+    Returns:
+        ``q x K`` candidates on the simplex (the sampler clips and renormalises them).
+    """
+    import torch
+    from botorch.optim import optimize_acqf
+
+    k = n_domains
+    if constraints is None:
+        bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
+    else:
+        bounds = torch.tensor([constraints.lower, constraints.upper], dtype=torch.float64)
+    sum_to_one = [(torch.arange(k), torch.ones(k, dtype=torch.float64), 1.0)]
+    inequalities = constraints.botorch_inequalities() if constraints is not None else None
+    candidates, _ = optimize_acqf(
+        acqf,
+        bounds=bounds,
+        q=q,
+        num_restarts=n_restarts,
+        raw_samples=raw_samples,
+        equality_constraints=sum_to_one,
+        inequality_constraints=inequalities or None,
+        ic_generator=functools.partial(
+            _simplex_initial_conditions, anchors=anchors, seed=seed, constraints=constraints
+        ),
+        sequential=q > 1,
+        options={"maxiter": 200},
+        retry_on_optimization_warning=False,
+    )
+    return candidates.detach().numpy().reshape(q, k)
+
+
+def _simplex_initial_conditions(
+    acq_function: AcquisitionFunction,
+    bounds: torch.Tensor,
+    q: int,
+    num_restarts: int,
+    raw_samples: int,
+    *,
+    anchors: torch.Tensor,
+    seed: int,
+    constraints: MixtureConstraints | None = None,
+    **_unused: Any,
+) -> torch.Tensor:
+    """Starts for SLSQP on the simplex (an ``ic_generator`` for ``optimize_acqf``).
+
+    Scores ``raw_samples`` uniform draws, ``raw_samples // 2`` draws on random faces, the vertices and
+    perturbations of ``anchors``, and picks ``num_restarts`` of them by Boltzmann sampling on the
+    acquisition value (the best is always kept). With ``constraints`` the uniform draws are drawn inside
+    the feasible set and the other points are projected onto its bounds (those outside a group row
+    are dropped).
+
+    Returns:
+        ``num_restarts x q x K`` starts, each row on the simplex.
+    """
+    import torch
+    from botorch.optim.initializers import initialize_q_batch
+
+    k = bounds.shape[-1]
+    rng = np.random.default_rng(seed)
+    uniform = rng.dirichlet(np.ones(k), size=raw_samples)
+    faces = rng.dirichlet(np.ones(k), size=max(raw_samples // 2, 1))
+    drop = rng.random(faces.shape) < 0.5
+    drop[np.arange(len(faces)), np.argmax(faces, axis=1)] = False  # keep at least one domain
+    faces[drop] = 0.0
+    faces /= faces.sum(axis=1, keepdims=True)
+    parts = [uniform, faces, np.eye(k)]
+    a = anchors.detach().numpy()
+    if len(a):
+        for scale in (0.02, 0.1):
+            centre = a[rng.integers(len(a), size=max(raw_samples // 8, 1))]
+            parts.append(simplex.project_to_simplex(centre + rng.normal(scale=scale, size=centre.shape)))
+    if constraints is not None:
+        cloud = constraints.sample(4 * raw_samples, seed=0)  # drawn once per process (cached), subsampled here
+        inside = cloud[rng.choice(len(cloud), size=raw_samples, replace=False)]
+        extra = constraints.project_boxes(np.concatenate(parts[1:]))
+        keep = [x for x in extra if constraints.contains(x)]
+        parts = [inside, *([np.asarray(keep)] if keep else [])]
+    pool = np.concatenate(parts)
+    n = (len(pool) // q) * q
+    X = torch.from_numpy(pool[rng.permutation(len(pool))[:n]]).to(bounds).reshape(-1, q, k)
+    with torch.no_grad():
+        values = torch.cat([acq_function(batch) for batch in X.split(256)])
+    starts, _ = initialize_q_batch(X, values, n=min(num_restarts, len(X)), eta=2.0)
+    return starts
