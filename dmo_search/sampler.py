@@ -95,6 +95,8 @@ workers see a RUNNING trial as pending before its parameters are written."""
 _ZERO_SNAP = 1e-6
 # Two mixtures closer than this (Euclidean) are the same design point.
 _SAME_POINT = 1e-6
+# A GP proposal this close (Euclidean) to a mixture the study holds is a repeat: 0.1% of the data.
+_REPEAT = 1e-3
 # Size of the pool of uniform draws that the initial designs pick from, per domain (at most 1024).
 _POOL_PER_DOMAIN = 128
 _POOL_MAX = 1024
@@ -450,7 +452,7 @@ class SimplexGPSampler(BaseSampler):
     def _propose(self, history: _History, *, q: int, number: int) -> list[list[float]]:
         if len(history.X) >= self._min_fit(history):
             try:
-                return [self._feasible(w) for w in self._bo_candidates(history, q=q, number=number)]
+                return self._unrepeated(self._bo_candidates(history, q=q, number=number), history, number)
             except model_errors() as e:
                 _logger.warning(f"trial {number}: the GP proposal failed ({e!r}); proposing a space-filling point")
         out: list[list[float]] = []
@@ -459,6 +461,32 @@ class SimplexGPSampler(BaseSampler):
             w = self._design_point(seen)
             out.append(self._feasible(w))
             seen = np.concatenate([seen, w[None, :]])
+        return out
+
+    def _unrepeated(self, candidates: NDArray[np.float64], history: _History, number: int) -> list[list[float]]:
+        """The GP's candidates as mixtures, each one that repeats a mixture of the study (complete,
+        pruned, running or an earlier candidate, within ``_REPEAT``) replaced by the next space-filling
+        point. A failed mixture may run again (its worker may have died).
+
+        A mixture's score is the same when it is run again (the merge and a greedy evaluation on the
+        same subset are deterministic), so a repeat teaches nothing; the acquisition still picks one
+        when the GP expects no gain anywhere (a noiseless study that has found its vertex proposed it
+        again and again), or when the only gain lies at a point pending in another worker.
+        """
+        held = np.concatenate([history.X, history.pending])
+        seen = history.seen
+        out: list[list[float]] = []
+        for w in candidates:
+            x = np.asarray(self._feasible(w))
+            if len(held) and float(np.min(np.linalg.norm(held - x, axis=1))) < _REPEAT:
+                x = np.asarray(self._feasible(self._design_point(seen)))
+                _logger.info(
+                    f"trial {number}: the GP's best mixture was already run or is pending (it expects no "
+                    "gain elsewhere); proposing a space-filling mixture instead"
+                )
+            out.append(x.tolist())
+            held = np.concatenate([held, x[None, :]])
+            seen = np.concatenate([seen, x[None, :]])
         return out
 
     def _design_point(self, seen: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -477,6 +505,7 @@ class SimplexGPSampler(BaseSampler):
             2.0 / (n + 1) * (seen_mean_dist.sum() + pool_mean_dist)
             - (seen_pairs + 2.0 * to_seen.sum(axis=1)) / (n + 1) ** 2
         )
+        energy[to_seen.min(axis=1) < _REPEAT] = np.inf  # a pool point the study already holds
         return pool[int(np.argmin(energy))]
 
     def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:

@@ -153,6 +153,41 @@ def test_running_trials_are_pending_and_not_proposed_again() -> None:
     assert simplex.simplex_distance(w1, w4) < 0.02
 
 
+def test_a_mixture_already_run_or_pending_is_not_proposed_again() -> None:
+    """A rerun mixture scores the same (the merge and the evaluation are deterministic): a noiseless
+    study that has found its vertex proposes new mixtures, not the vertex again and again."""
+    study, weights = _run(lambda w: w[1], 3, 14, seed=0, **FAST)
+    assert [0.0, 1.0, 0.0] in weights
+    gaps = [simplex.simplex_distance(a, b) for i, a in enumerate(weights) for b in weights[:i]]
+    assert min(gaps) >= 1e-3, weights
+    assert study.sampler.recommend(study) == [0.0, 1.0, 0.0]  # type: ignore[attr-defined]
+    # The vertex again, now pending in another worker while the completed ones are elsewhere:
+    # the next proposal is not the vertex.
+    fresh = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(3, seed=0, **FAST))
+    for w in weights:
+        if w != [0.0, 1.0, 0.0]:
+            _add(fresh, w, w[1])
+    running, w_run = _ask_weights(fresh, 3)
+    assert w_run == [0.0, 1.0, 0.0]
+    _, w_next = _ask_weights(fresh, 3)
+    assert simplex.simplex_distance(w_next, w_run) >= 1e-3, w_next
+
+
+def test_a_batch_at_a_constraint_corner_has_distinct_mixtures() -> None:
+    """Where the GP is sure the best mixture is a corner of the constraints, a batch does not
+    repeat it: the acquisition expects no gain anywhere once it is pending."""
+    from dmo_search.constraints import MixtureConstraints
+
+    c = MixtureConstraints.build(["a", "b", "c"], max_weight={"a": 0.5}, min_weight={"c": 0.2})
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(3, seed=0, constraints=c, **FAST))
+    f = _quadratic([0.8, 0.1, 0.1])
+    for w in np.random.default_rng(0).dirichlet(np.ones(3), size=10):
+        _add(study, w.tolist(), f(w.tolist()))
+    batch = study.sampler.propose_batch(study, 3)  # type: ignore[attr-defined]
+    assert all(c.contains(w, tol=1e-9) for w in batch)
+    assert min(simplex.simplex_distance(a, b) for i, a in enumerate(batch) for b in batch[:i]) >= 1e-3, batch
+
+
 def test_enqueued_trials_run_first_and_count_for_the_design() -> None:
     k = 3
     study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0, **FAST))
