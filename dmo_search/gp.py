@@ -71,6 +71,7 @@ def value_scale(Y: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def model_errors() -> tuple[type[Exception], ...]:
+    """What a GP fit or an acquisition search raises on data it cannot model (callers fall back)."""
     from botorch.exceptions.errors import BotorchError
 
     return (BotorchError, RuntimeError, ValueError, np.linalg.LinAlgError)
