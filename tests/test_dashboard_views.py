@@ -6,6 +6,7 @@ import math
 import sqlite3
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -238,3 +239,38 @@ def test_summary_says_when_the_scores_are_noise_limited(tmp_path: Path) -> None:
     summary = study_page(noisy, [], live=False).split('<table id="summary">')[1].split("</table>")[0]
     assert "<th>noise</th>" in summary and "of it<br>" in summary and "more trials will not tell them apart" in summary
     assert "<th>noise</th>" not in study_page(clean, [], live=False)  # no standard errors, no check
+
+
+def test_the_recommendation_is_the_studys_own_with_its_constraints(toy_world: Any, tmp_path: Path) -> None:
+    """The dashboard recommends what `dmo-search best` does: with the study's constraints (the GP's
+    unconstrained maximum, add = 0.8, lies outside them) and its seed."""
+    import yaml
+
+    from dmo_search import simplex
+    from dmo_search.config import load_config
+    from dmo_search.study import prepare_study, recommended_weights
+    from tests._study_helpers import small_config
+
+    path = small_config(toy_world.root, tmp_path, name="capped", sampler="gp-simplex")
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["constraints"] = {"max_weight": {"add": 0.3}}
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    study = prepare_study(cfg)
+    for w in np.random.default_rng(0).dirichlet(np.ones(3), size=8).tolist():
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=simplex.weights_to_params(w),
+                distributions=simplex.distributions(3),
+                value=-float(np.sum((np.asarray(w) - [0.8, 0.1, 0.1]) ** 2)),
+                user_attrs={"weights": w},
+            )
+        )
+    expected = recommended_weights(study, cfg)
+    storage = open_read_storage(cfg.storage_url())
+    try:
+        shown = load_study_data(storage, "capped").recommended
+    finally:
+        storage.engine.dispose()
+    assert shown == expected
+    assert shown is not None and shown[0] <= 0.3 + 1e-9, shown

@@ -88,13 +88,18 @@ def with_recommendation(storage: BaseStorage, data: StudyData) -> StudyData:
         return dataclasses.replace(data, recommended=None)
     if data.sampler != "gp-simplex":
         return dataclasses.replace(data, recommended=best.weights)
+    from dmo_search.config import ConfigError
     from dmo_search.sampler import SimplexGPSampler
+    from dmo_search.study import config_from_study, recommended_weights
 
     study = optuna.load_study(study_name=data.study_name, storage=storage)
     if len(study.directions) != 1:
         return dataclasses.replace(data, recommended=best.weights)
-    seed = int(((study.user_attrs.get("config") or {}).get("search") or {}).get("seed", 0))
-    rec = SimplexGPSampler(len(data.expert_names), seed=seed).recommend(study)
+    try:  # what `dmo-search best` recommends: the study's seed and constraints
+        rec = recommended_weights(study, config_from_study(study))
+    except ConfigError:  # a stored config this version cannot read: the GP without its constraints
+        seed = int(((study.user_attrs.get("config") or {}).get("search") or {}).get("seed", 0))
+        rec = SimplexGPSampler(len(data.expert_names), seed=seed).recommend(study)
     return dataclasses.replace(data, recommended=rec)
 
 
