@@ -167,7 +167,7 @@ def test_a_mixture_already_run_or_pending_is_not_proposed_again() -> None:
     for w in weights:
         if w != [0.0, 1.0, 0.0]:
             _add(fresh, w, w[1])
-    running, w_run = _ask_weights(fresh, 3)
+    _, w_run = _ask_weights(fresh, 3)
     assert w_run == [0.0, 1.0, 0.0]
     _, w_next = _ask_weights(fresh, 3)
     assert simplex.simplex_distance(w_next, w_run) >= 1e-3, w_next
