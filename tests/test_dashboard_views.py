@@ -241,6 +241,7 @@ def test_summary_says_when_the_scores_are_noise_limited(tmp_path: Path) -> None:
     assert "<th>noise</th>" not in study_page(clean, [], live=False)  # no standard errors, no check
 
 
+@pytest.mark.slow  # builds the toy world
 def test_the_recommendation_is_the_studys_own_with_its_constraints(toy_world: Any, tmp_path: Path) -> None:
     """The dashboard recommends what `dmo-search best` does: with the study's constraints (the GP's
     unconstrained maximum, add = 0.8, lies outside them) and its seed."""
