@@ -70,6 +70,8 @@ from dmo_search.constraints import MixtureConstraints
 from dmo_search.gp import fit_values, model_errors, torch_context, value_scale
 
 if TYPE_CHECKING:
+    import torch
+    from botorch.models import SingleTaskGP
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
 
@@ -127,6 +129,10 @@ class _History:
     next_number: int
     prior: SourcePrior | None = None
     noisy: bool = False
+
+    def fitted(self) -> tuple[torch.Tensor, torch.Tensor, SingleTaskGP]:
+        """The GP fitted to these trials (:func:`dmo_search.gp.fit_values`), with its inputs and values."""
+        return fit_values(self.X, self.Y, prior=self.prior, noisy=self.noisy)
 
 
 class SimplexGPSampler(BaseSampler):
@@ -384,8 +390,8 @@ class SimplexGPSampler(BaseSampler):
             raise ValueError(f"the GP needs 2 completed trials, the study has {len(history.X)}")
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         scale = float(value_scale(history.Y)[0])
-        with torch_context(_derived_seed(self._seed, history.next_number, 1)):  # recommend()'s seed
-            _, _, model = fit_values(history.X, history.Y, prior=history.prior, noisy=history.noisy)
+        with torch_context(self._posterior_seed(history)):
+            _, _, model = history.fitted()
             with torch.no_grad():
                 mean = model.posterior(torch.from_numpy(W.reshape(-1, self._n_domains))).mean[..., 0]
         return [sign * scale * float(m) for m in mean]
@@ -513,7 +519,7 @@ class SimplexGPSampler(BaseSampler):
     def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:
         seed = _derived_seed(self._seed, number)
         with torch_context(seed):
-            X, Y, model = fit_values(history.X, history.Y, prior=history.prior, noisy=history.noisy)
+            X, Y, model = history.fitted()
             acqf = build_acquisition(model, X, Y, history.pending, seed, n_mc_samples=self._n_mc_samples)
             anchors = best_mixtures(model, X)
             candidates = maximise_on_simplex(
@@ -528,14 +534,18 @@ class SimplexGPSampler(BaseSampler):
             )
         return candidates
 
+    def _posterior_seed(self, history: _History) -> int:
+        """Seeds the GP that :meth:`recommend` maximises and :meth:`posterior_mean` reads: one model."""
+        return _derived_seed(self._seed, history.next_number, 1)
+
     def _maximise_posterior_mean(self, history: _History) -> NDArray[np.float64]:
         import torch
         from botorch.acquisition.analytic import PosteriorMean
         from botorch.acquisition.objective import ScalarizedPosteriorTransform
 
-        seed = _derived_seed(self._seed, history.next_number, 1)
+        seed = self._posterior_seed(history)
         with torch_context(seed):
-            X, Y, model = fit_values(history.X, history.Y, prior=history.prior, noisy=history.noisy)
+            X, Y, model = history.fitted()
             m = Y.shape[-1]
             transform = (
                 ScalarizedPosteriorTransform(weights=torch.full((m,), 1.0 / m, dtype=torch.float64)) if m > 1 else None
