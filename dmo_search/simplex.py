@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "PARAM_PREFIX",
     "centre",
     "check_weights",
+    "data_moved",
     "dirichlet_design",
     "distributions",
     "grid_design",
@@ -160,6 +161,14 @@ def project_to_simplex(x: NDArray[np.float64]) -> NDArray[np.float64]:
 def simplex_distance(a: Sequence[float], b: Sequence[float]) -> float:
     """Euclidean distance between two mixtures."""
     return float(np.linalg.norm(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)))
+
+
+def data_moved(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
+    """The share of the data that changes domain between mixtures (total variation: half the L1 distance).
+
+    Broadcasts over leading axes: ``data_moved(points, w)`` gives each point's distance to ``w``.
+    """
+    return 0.5 * np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).sum(axis=-1)
 
 
 def centre(n_domains: int) -> list[float]:

@@ -164,3 +164,10 @@ def test_project_to_simplex() -> None:
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(simplex.project_to_simplex(p), p, atol=1e-12)  # idempotent
     assert simplex.simplex_distance([1, 0], [0, 1]) == pytest.approx(math.sqrt(2))
+
+
+def test_data_moved_is_the_share_of_the_data_that_changes_domain() -> None:
+    assert simplex.data_moved(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+    assert simplex.data_moved(np.array([0.5, 0.3, 0.2]), np.array([0.5, 0.2, 0.3])) == pytest.approx(0.1)
+    points = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.98, 0.01, 0.01]])
+    np.testing.assert_allclose(simplex.data_moved(points, np.array([1.0, 0.0, 0.0])), [0.0, 1.0, 0.02])
