@@ -100,8 +100,10 @@ _ZERO_SNAP = 1e-6
 # Two mixtures closer than this (Euclidean) are the same design point.
 _SAME_POINT = 1e-6
 # A GP proposal that moves less than this share of the data (simplex.data_moved) from a mixture the
-# study holds is a repeat: see SimplexGPSampler._unrepeated.
+# study holds is a repeat (see SimplexGPSampler._unrepeated), or less than this share of the feasible
+# set's spread where the constraints leave less room (_repeat_distance).
 _REPEAT = 0.01
+_REPEAT_OF_SPREAD = 0.05
 # Size of the pool of uniform draws that the initial designs pick from, per domain (at most 1024).
 _POOL_PER_DOMAIN = 128
 _POOL_MAX = 1024
@@ -474,16 +476,16 @@ class SimplexGPSampler(BaseSampler):
 
     def _unrepeated(self, candidates: NDArray[np.float64], history: _History, number: int) -> list[list[float]]:
         """The GP's candidates as mixtures, each one that repeats a mixture of the study (complete,
-        pruned, running or an earlier candidate, within ``_REPEAT``) replaced by the next space-filling
-        point. A failed mixture may run again (its worker may have died).
+        pruned, running or an earlier candidate, see :func:`_repeat_distance`) replaced by the next
+        space-filling point. A failed mixture may run again (its worker may have died).
 
         A mixture's score is the same when it is run again (the merge and a greedy evaluation on the
         same subset are deterministic), so a repeat teaches nothing; the acquisition still picks one
         when the GP expects no gain anywhere (a noiseless study that has found its vertex proposed it
         again and again), or when the only gain lies at a point pending in another worker.
 
-        A repeat is a mixture that moves less than ``_REPEAT`` (1%) of the data from one the study
-        holds (:func:`dmo_search.simplex.data_moved`): no SFT run tells such mixtures apart. With a
+        A repeat is a mixture that moves less than 1% of the data from one the study holds
+        (:func:`dmo_search.simplex.data_moved`): no SFT run tells such mixtures apart. With a
         threshold of 0.001 in Euclidean distance, a second worker beside a pending vertex got
         ``[0, 0.9968, 0.0032]``, and noiseless vertex optima (``benchmarks/sampler_efficiency.py``, seed 0)
         still spent 10 of 16 GP trials at K = 3, 17 of 25 at K = 4 and 13 of 31 at K = 8 within 1% of
@@ -491,10 +493,11 @@ class SimplexGPSampler(BaseSampler):
         """
         held = np.concatenate([history.X, history.pending])
         seen = history.seen
+        repeat = _repeat_distance(self._n_domains, self._seed, self._constraints)
         out: list[list[float]] = []
         for w in candidates:
             x = np.asarray(self._feasible(w))
-            if len(held) and float(np.min(simplex.data_moved(held, x))) < _REPEAT:
+            if len(held) and float(np.min(simplex.data_moved(held, x))) < repeat:
                 x = np.asarray(self._feasible(self._design_point(seen)))
                 _logger.info(
                     f"trial {number}: the GP's best mixture was already run or is pending (it expects no "
@@ -521,8 +524,10 @@ class SimplexGPSampler(BaseSampler):
             2.0 / (n + 1) * (seen_mean_dist.sum() + pool_mean_dist)
             - (seen_pairs + 2.0 * to_seen.sum(axis=1)) / (n + 1) ** 2
         )
-        held = simplex.data_moved(pool[:, None, :], seen[None, :, :]).min(axis=1) < _REPEAT
-        energy[held] = np.inf  # a pool point the study already holds
+        repeat = _repeat_distance(self._n_domains, self._seed, self._constraints)
+        held = simplex.data_moved(pool[:, None, :], seen[None, :, :]).min(axis=1) < repeat
+        if not held.all():  # else the study holds the whole pool: the best spread point, a repeat or not
+            energy[held] = np.inf  # a pool point the study already holds
         return pool[int(np.argmin(energy))]
 
     def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:
@@ -659,6 +664,18 @@ def _design_pool(
     pool.setflags(write=False)
     mean_dist.setflags(write=False)
     return pool, mean_dist
+
+
+@functools.lru_cache(maxsize=16)
+def _repeat_distance(n_domains: int, seed: int, constraints: MixtureConstraints | None = None) -> float:
+    """The share of the data (:func:`dmo_search.simplex.data_moved`) below which two mixtures are the
+    same experiment: ``_REPEAT`` (1%), or a twentieth of the mean distance of the feasible mixtures to
+    their mean where constraints leave less room than that (inside ``a >= 0.98`` every mixture
+    is within 2% of the data of every other: with the 1% alone the design repeated one mixture).
+    On the whole simplex the twentieth is about 0.0125 (K = 2) to 0.017 (K = 8), so the 1% applies."""
+    pool, _ = _design_pool(n_domains, seed, constraints)
+    spread = float(simplex.data_moved(pool, pool.mean(axis=0)).mean())
+    return min(_REPEAT, _REPEAT_OF_SPREAD * spread)
 
 
 def _trial_weights(trial: FrozenTrial, n_domains: int) -> list[float] | None:

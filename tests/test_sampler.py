@@ -189,6 +189,19 @@ def test_a_batch_at_a_constraint_corner_has_distinct_mixtures() -> None:
     assert min(simplex.data_moved(a, b) for i, a in enumerate(batch) for b in batch[:i]) >= 0.01, batch
 
 
+def test_constraints_that_leave_less_than_the_repeat_distance_still_get_distinct_mixtures() -> None:
+    """Inside ``a >= 0.98`` every mixture moves less than 2% of the data from every other: the repeat
+    distance shrinks with the feasible set, so the design does not run one mixture again and again
+    (with a fixed 1% it did, from the fourth trial on)."""
+    from dmo_search.constraints import MixtureConstraints
+
+    c = MixtureConstraints.build(["a", "b", "c"], min_weight={"a": 0.98})
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(3, seed=0, constraints=c, **FAST))
+    _, weights = _run(lambda w: -((w[1] - 0.015) ** 2) - w[2] ** 2, 3, 10, study=study)
+    assert all(c.contains(w, tol=1e-9) for w in weights)
+    assert min(simplex.simplex_distance(a, b) for i, a in enumerate(weights) for b in weights[:i]) > 1e-4, weights
+
+
 def test_enqueued_trials_run_first_and_count_for_the_design() -> None:
     k = 3
     study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0, **FAST))
