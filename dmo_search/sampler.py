@@ -500,8 +500,8 @@ class SimplexGPSampler(BaseSampler):
             if len(held) and float(np.min(simplex.data_moved(held, x))) < repeat:
                 x = np.asarray(self._feasible(self._design_point(seen)))
                 _logger.info(
-                    f"trial {number}: the GP's best mixture was already run or is pending (it expects no "
-                    "gain elsewhere); proposing a space-filling mixture instead"
+                    f"trial {number}: the GP's best mixture moves less than {repeat:.2%} of the data from one "
+                    "already run or pending (it expects no gain elsewhere); proposing a space-filling mixture instead"
                 )
             out.append(x.tolist())
             held = np.concatenate([held, x[None, :]])
