@@ -34,7 +34,7 @@ How one proposal is made
    among uniform draws, draws on the faces, the vertices and perturbations of the best mixtures; the
    result is clipped to ``[0, 1]``, weights below ``1e-6`` become exact zeros, and it is renormalised.
    A result that moves less than 1% of the data from a mixture already run or pending (a rerun
-   scores the same) is replaced by the next space-filling point.
+   scores the same; less than 1% inside narrow constraints) is replaced by the next space-filling point.
 
 Every random choice is seeded by ``(seed, trial number)``.
 
