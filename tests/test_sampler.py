@@ -192,7 +192,7 @@ def test_a_batch_at_a_constraint_corner_has_distinct_mixtures() -> None:
 def test_constraints_that_leave_less_than_the_repeat_distance_still_get_distinct_mixtures() -> None:
     """Inside ``a >= 0.98`` every mixture moves less than 2% of the data from every other: the repeat
     distance shrinks with the feasible set, so the design does not run one mixture again and again
-    (with a fixed 1% it did, from the fourth trial on)."""
+    (with a fixed 1% it did, from the third trial on)."""
     from dmo_search.constraints import MixtureConstraints
 
     c = MixtureConstraints.build(["a", "b", "c"], min_weight={"a": 0.98})
