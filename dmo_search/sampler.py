@@ -525,9 +525,9 @@ class SimplexGPSampler(BaseSampler):
             - (seen_pairs + 2.0 * to_seen.sum(axis=1)) / (n + 1) ** 2
         )
         repeat = _repeat_distance(self._n_domains, self._seed, self._constraints)
-        held = simplex.data_moved(pool[:, None, :], seen[None, :, :]).min(axis=1) < repeat
-        if not held.all():  # else the study holds the whole pool: the best spread point, a repeat or not
-            energy[held] = np.inf  # a pool point the study already holds
+        repeats = simplex.data_moved(pool[:, None, :], seen[None, :, :]).min(axis=1) < repeat
+        if not repeats.all():  # else the study holds the whole pool: the best spread point, a repeat or not
+            energy[repeats] = np.inf  # a pool point the study already holds
         return pool[int(np.argmin(energy))]
 
     def _bo_candidates(self, history: _History, *, q: int, number: int) -> NDArray[np.float64]:
