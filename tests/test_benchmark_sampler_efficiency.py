@@ -17,10 +17,11 @@ def _curve(ns: range, value: float) -> dict[int, float]:
     return {n: value for n in ns}
 
 
-def _setting(gp_level: float, baseline_curves: list[dict[int, float]]) -> list[se.Run]:
+def _setting(gp_level: float | dict[int, float], baseline_curves: list[dict[int, float]]) -> list[se.Run]:
+    gp = gp_level if isinstance(gp_level, dict) else _curve(range(K + 1, CPS[-1] + 1), gp_level)
     runs = []
     for seed, curve in enumerate(baseline_curves):
-        runs.append(_run("gp-simplex", seed, _curve(range(K + 1, CPS[-1] + 1), gp_level)))
+        runs.append(_run("gp-simplex", seed, gp))
         runs.append(_run("tpe", seed, curve))
     return runs
 
@@ -30,9 +31,21 @@ def test_setting_cells_reads_the_first_reach_and_the_hold() -> None:
     tpe = {n: 0.05 if n == 3 or n >= 20 else 0.3 for n in range(1, BUDGET + 1)}
     cells = se._setting_cells(_setting(0.05, [tpe] * 3))
     assert [c.n for c in cells] == list(CPS)
-    assert [c.reach["tpe"][1] for c in cells] == [3 / n for n in CPS]
-    assert [c.held["tpe"] for c in cells] == [20 / n for n in CPS]
+    assert [c.n_gp for c in cells] == [K + 1] * len(CPS)  # gp-simplex is at 0.05 from its first recommendation
+    assert [c.reach["tpe"][1] for c in cells] == [3 / 3] * len(CPS)
+    assert [c.held["tpe"] for c in cells] == [20 / 3] * len(CPS)
+    assert [c.at_n["tpe"] for c in cells] == [3 / n for n in CPS]
     assert "random" not in cells[0].reach
+
+
+def test_a_cell_divides_by_the_trials_gp_simplex_needed_to_reach_its_level() -> None:
+    # gp-simplex: 0.3 until trial 4, 0.05 from trial 5, 0.01 from trial 10; TPE: 0.3 from 1, 0.05 from 15, 0.01 from 30.
+    gp = {n: 0.3 if n < 5 else 0.05 if n < 10 else 0.01 for n in range(K + 1, CPS[-1] + 1)}
+    tpe = {n: 0.3 if n < 15 else 0.05 if n < 30 else 0.01 for n in range(1, BUDGET + 1)}
+    cells = {c.n: c for c in se._setting_cells(_setting(gp, [tpe] * 3))}
+    assert {n: c.n_gp for n, c in cells.items()} == {4: 3, 6: 5, 8: 5, 12: 10}
+    assert {n: c.reach["tpe"][1] for n, c in cells.items()} == {4: 1 / 3, 6: 15 / 5, 8: 15 / 5, 12: 30 / 10}
+    assert {n: c.at_n["tpe"] for n, c in cells.items()} == {4: 1 / 4, 6: 15 / 6, 8: 15 / 8, 12: 30 / 12}
 
 
 def test_resampled_count_is_certain_when_every_seed_agrees() -> None:
