@@ -40,29 +40,28 @@ to reach a regret level relative to ``gp-simplex``, the proposal latency at 100 
 for noisy runs how many gp-simplex studies the noise check of ``dmo-search status`` (:mod:`dmo_search.noise`)
 calls noise-limited after their last trial, with their final regret against the others'.
 
-The 2x goal ("2x fewer trials to reach the same median regret") is counted in cells: a checkpoint n of
-a setting sets the level, gp-simplex's median regret after n trials, and the cell's ratio is the trials a
-baseline's median curve needs to reach that level over the trials gp-simplex's needed (its first recorded
-trial at or below it: gp-simplex's recommendation is scored after every trial for K <= 3, every second for
-K = 4 and every third beyond, so its count is rounded up). An earlier version divided by n itself, which
-charged gp-simplex for the trials it ran after reaching the level (K=2 interior, noiseless, seeds 0-9:
-median 0.000 from trial 5, charged 12 trials at checkpoint 12); the goal lines still print that count.
-They also count the cells of the settings where the noise check calls at most half of the studies
-noise-limited: where it calls most of them so, the noise sd is as large as the landscape's spread and
-"trials to reach a regret" compares lucky draws more than samplers. They also count the cells with
-"reach" read as "hold" on both sides: under noise a best-observed median regret can touch a level after
-a lucky draw and rise again (a luckier noisy score replaces the best), so a baseline's trials are the
-first count from which its median stays at or below the level within its budget, and gp-simplex's level
-after n trials is its worst median from n on (its posterior-mean recommendation moves too), held from
-its own first such count. Last, the
-count is redone with each setting's seeds drawn with replacement (1000 draws, the same seeds for every
-sampler: a seed is a landscape): the spread says how many cells a rerun on other landscapes would count,
-and a cell's share of draws says whether its miss is firm (few draws) or a toss-up that 5 or 10 seeds
-cannot settle. A draw repeats some seeds and drops others, so its medians are noisier than the observed
-ones, and a noisier baseline curve touches a level sooner: the draws' count tends to lie below the
-observed one (by 0 to 8 cells on the noisy runs of seeds 0-19), so read the shares as cautious. TPE's
-first 10 trials are Optuna's random sampler with the same seed, so up to 10 trials TPE's curve is
-random's.
+The 2x goal ("2x fewer trials to reach the same median regret") is counted in cells: a checkpoint n of a
+setting sets the level, gp-simplex's median regret after n trials, and the cell's ratio is the trials a
+baseline's median curve needs to reach that level over the trials gp-simplex's needed (its first
+recorded trial at or below it: gp-simplex's recommendation is scored after every trial for K <= 3, every
+second for K = 4 and every third beyond, so its count is rounded up). An earlier version divided by n
+itself, which charged gp-simplex for the trials it ran after reaching the level (K=2 interior,
+noiseless, seeds 0-9: median 0.000 from trial 5, charged 12 trials at checkpoint 12); the goal lines
+still print that count. They also count the cells of the settings where the noise check calls at most
+half of the studies noise-limited: where it calls most of them so, the noise sd is as large as the
+landscape's spread and "trials to reach a regret" compares lucky draws more than samplers. They also
+count the cells with "reach" read as "hold" on both sides: under noise a best-observed median regret can
+touch a level after a lucky draw and rise again (a luckier noisy score replaces the best), so a
+baseline's trials are the first count from which its median stays at or below the level within its
+budget, and gp-simplex's level after n trials is its worst median from n on (its posterior-mean
+recommendation moves too), held from its own first such count. Last, the count is redone with each
+setting's seeds drawn with replacement (1000 draws, the same seeds for every sampler: a seed is a
+landscape): the spread says how many cells a rerun on other landscapes would count, and a cell's share
+of draws says whether its miss is firm (few draws) or a toss-up that 5 or 10 seeds cannot settle. A draw
+repeats some seeds and drops others, so its medians are noisier than the observed ones, and a noisier
+baseline curve touches a level sooner: the draws' count tends to lie below the observed one (by 0 to 5
+cells on the noisy runs of seeds 0-19), so read the shares as cautious. TPE's first 10 trials are
+Optuna's random sampler with the same seed, so up to 10 trials TPE's curve is random's.
 
 Run ``python benchmarks/sampler_efficiency.py --quick`` for a few minutes' check, without flags for
 the full table (hours on 2 cores). ``--json PATH`` also writes every number. Seeds 0-4 are the
@@ -428,7 +427,7 @@ def _trials_ratio(curve: dict[int, float], level: float, n_gp: int, *, hold: boo
 class _Cell:
     """One checkpoint of one setting. Its level is gp-simplex's median regret after ``n`` trials, and
     ``n_gp`` the trials gp-simplex's median curve needed to reach that level (at most ``n``: a median
-    at the level since trial 6 is not charged 12 trials at checkpoint 12). ``reach``: each baseline's
+    at the level since trial 5 is not charged 12 trials at checkpoint 12). ``reach``: each baseline's
     trials to reach the level, over ``n_gp``; ``held``: the same read as "hold" on both sides;
     ``at_n``: each baseline's trials over ``n`` itself. Absent baselines have none."""
 
