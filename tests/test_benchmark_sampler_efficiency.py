@@ -39,13 +39,16 @@ def test_setting_cells_reads_the_first_reach_and_the_hold() -> None:
 
 
 def test_a_cell_divides_by_the_trials_gp_simplex_needed_to_reach_its_level() -> None:
-    # gp-simplex: 0.3 until trial 4, 0.05 from trial 5, 0.01 from trial 10; TPE: 0.3 from 1, 0.05 from 15, 0.01 from 30.
+    # gp-simplex: 0.3 at trials 3-4, 0.05 from trial 5, 0.01 from trial 10; TPE: 0.3 from 1, 0.05 from 15, 0.01 from 30.
     gp = {n: 0.3 if n < 5 else 0.05 if n < 10 else 0.01 for n in range(K + 1, CPS[-1] + 1)}
     tpe = {n: 0.3 if n < 15 else 0.05 if n < 30 else 0.01 for n in range(1, BUDGET + 1)}
     cells = {c.n: c for c in se._setting_cells(_setting(gp, [tpe] * 3))}
     assert {n: c.n_gp for n, c in cells.items()} == {4: 3, 6: 5, 8: 5, 12: 10}
     assert {n: c.reach["tpe"][1] for n, c in cells.items()} == {4: 1 / 3, 6: 15 / 5, 8: 15 / 5, 12: 30 / 10}
     assert {n: c.at_n["tpe"] for n, c in cells.items()} == {4: 1 / 4, 6: 15 / 6, 8: 15 / 8, 12: 30 / 12}
+    # Read as hold: gp-simplex's worst median from n on, held from trial 3 (0.3), 5 (0.05) or 10 (0.01);
+    # TPE's from 1, 15 or 30.
+    assert {n: c.held["tpe"] for n, c in cells.items()} == {4: 1 / 3, 6: 15 / 5, 8: 15 / 5, 12: 30 / 10}
 
 
 def test_resampled_count_is_certain_when_every_seed_agrees() -> None:
