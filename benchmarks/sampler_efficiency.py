@@ -710,18 +710,13 @@ def _goal_lines(
                     "         (in the settings where the noise check calls at most half of the studies noise-limited: "
                     + tally(kept)
                 )
-            kept = held.get(name, [])
-            if kept and kept != ratios[name]:
-                lines.append(
-                    "         (reading 'reach' as 'hold' on both sides, gp-simplex's level its worst median from n on: "
-                    + tally(kept)
-                )
-            kept = at_n.get(name, [])
-            if kept and kept != ratios[name]:
-                lines.append(
-                    "         (charging gp-simplex all n trials of a checkpoint, not its trials to the level: "
-                    + tally(kept)
-                )
+            for reading, other in (
+                ("reading 'reach' as 'hold' on both sides, gp-simplex's level its worst median from n on", held),
+                ("charging gp-simplex all n trials of a checkpoint, not its trials to the level", at_n),
+            ):
+                kept = other.get(name, [])
+                if kept and kept != ratios[name]:  # printed only where the reading changes a cell
+                    lines.append(f"         ({reading}: " + tally(kept))
             if name in resampled.counts:
                 median, lo, hi = resampled.spread(name)
                 shares = resampled.shares(name)
