@@ -25,7 +25,9 @@ How one proposal is made
    first (the proposals for ``f`` and ``c * f`` are the same); the kernel reads each weight and its
    square root. When trials report a standard error above zero (the ``value_se`` attribute that the
    worker records and ``optimize_simplex(noise_sd=...)`` sets), the noise gets a nearly flat prior
-   instead of the near-noiseless default. The model is :mod:`dmo_search.gp`.
+   instead of the near-noiseless default; when none does, the lengthscale prior is scaled by how far
+   apart mixtures lie on the simplex rather than by the number of inputs. The model is
+   :mod:`dmo_search.gp`.
 4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
    [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
    exponentially with the number of objectives). Pending mixtures enter as ``X_pending``, so parallel

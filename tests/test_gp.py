@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +62,22 @@ def test_the_gp_reads_the_weights_and_their_roots() -> None:
     expected = mean.constant + mean.scale * mass * (source.posterior(W[:, :2] / mass[:, None]).mean[:, 0] - 0.25) / 0.1
     with torch.no_grad():
         torch.testing.assert_close(mean(F), expected.detach())
+
+
+def test_a_noiseless_gp_calibrates_its_lengthscale_prior_on_the_simplex() -> None:
+    """Hvarfner's prior scales lengthscales with the root of the cube's dimension, as far apart as the
+    cube's uniform points lie. The simplex's features lie about as far apart as a 3.5-dimensional
+    cube's at any K (checked against Monte Carlo), so a noiseless GP's prior is set by that spread; a
+    noisy GP keeps the cube's ``d = 2K``."""
+    rng = np.random.default_rng(0)
+    for k in (2, 4, 8):
+        a, b = (torch.from_numpy(rng.dirichlet(np.ones(k), size=200_000)) for _ in range(2))
+        spread = 6.0 * float(((gp.mixture_features(a) - gp.mixture_features(b)) ** 2).sum(-1).mean())
+        assert gp.effective_dims(k) == pytest.approx(spread, rel=0.01)
+        assert 3.0 < gp.effective_dims(k) < 4.0
+        W = torch.from_numpy(rng.dirichlet(np.ones(k), size=4))
+        y = torch.arange(4.0, dtype=torch.float64)[:, None]
+        for noisy, d in ((False, gp.effective_dims(k)), (True, 2 * k)):
+            kernel = gp.fit_gp(W, y, noisy=noisy).covar_module
+            assert kernel.lengthscale.shape[-1] == 2 * k
+            assert float(kernel.lengthscale_prior.loc) == pytest.approx(math.sqrt(2) + 0.5 * math.log(d))
