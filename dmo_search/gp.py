@@ -28,7 +28,16 @@ if TYPE_CHECKING:
 
     from dmo_search.warmstart import SourcePrior
 
-__all__ = ["fit_gp", "fit_values", "mixture_features", "model_errors", "torch_context", "unit_scaled", "value_scale"]
+__all__ = [
+    "effective_dims",
+    "fit_gp",
+    "fit_values",
+    "mixture_features",
+    "model_errors",
+    "torch_context",
+    "unit_scaled",
+    "value_scale",
+]
 
 # The GP also reads sqrt(w + eps) (see fit_gp): eps keeps the map's slope finite at w = 0.
 _ROOT_EPS = 1e-3
