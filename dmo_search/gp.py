@@ -239,17 +239,14 @@ def _covar_module(n_domains: int, batch_shape: torch.Size, *, noisy: bool) -> An
     its noise level too can explain the noise by short lengthscales, and the longer prior keeps it
     smooth. So a noisy objective keeps ``d = 2K``.
     """
-    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     from gpytorch.constraints import GreaterThan
     from gpytorch.kernels import MaternKernel
     from gpytorch.priors import LogNormalPrior
 
     n_features = 2 * n_domains  # the weights and their roots (mixture_features)
-    if noisy:
-        return get_covar_module_with_dim_scaled_prior(
-            ard_num_dims=n_features, batch_shape=batch_shape, use_rbf_kernel=False
-        )
-    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(effective_dims(n_domains)), scale=math.sqrt(3))
+    d = n_features if noisy else effective_dims(n_domains)
+    # as BoTorch's get_covar_module_with_dim_scaled_prior(ard_num_dims=d, use_rbf_kernel=False) builds it
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(d), scale=math.sqrt(3))
     return MaternKernel(
         nu=2.5,
         ard_num_dims=n_features,
@@ -263,14 +260,14 @@ def _covar_module(n_domains: int, batch_shape: torch.Size, *, noisy: bool) -> An
 def effective_dims(n_domains: int) -> float:
     """``6 E|phi(w) - phi(w')|^2`` for independent uniform mixtures: the dimension of the unit cube
     whose uniform points lie as far apart as the simplex's do in the GP's features."""
+    import torch
     from scipy import integrate, stats
 
     k = n_domains
     marginal = stats.beta(1, k - 1)  # of one weight of a uniform mixture
-    lo, hi = math.sqrt(_ROOT_EPS), math.sqrt(1.0 + _ROOT_EPS)
 
     def root(w: float) -> float:
-        return (math.sqrt(w + _ROOT_EPS) - lo) / (hi - lo)
+        return float(_roots(torch.tensor(w, dtype=torch.float64)))
 
     m1 = integrate.quad(lambda w: root(w) * marginal.pdf(w), 0.0, 1.0, limit=200)[0]
     m2 = integrate.quad(lambda w: root(w) ** 2 * marginal.pdf(w), 0.0, 1.0, limit=200)[0]
@@ -344,8 +341,13 @@ def mixture_features(w: torch.Tensor) -> torch.Tensor:
     ``(sqrt(w + eps) - sqrt(eps)) / (sqrt(1 + eps) - sqrt(eps))`` (in ``[0, 1]``, slope about 16 at 0)."""
     import torch
 
+    return torch.cat([w, _roots(w)], dim=-1)
+
+
+def _roots(w: torch.Tensor) -> torch.Tensor:
+    """The root half of :func:`mixture_features`."""
     lo, hi = math.sqrt(_ROOT_EPS), math.sqrt(1.0 + _ROOT_EPS)
-    return torch.cat([w, ((w.clamp_min(0.0) + _ROOT_EPS).sqrt() - lo) / (hi - lo)], dim=-1)
+    return ((w.clamp_min(0.0) + _ROOT_EPS).sqrt() - lo) / (hi - lo)
 
 
 def _feature_map_class() -> type:
