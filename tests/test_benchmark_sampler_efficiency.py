@@ -72,3 +72,13 @@ def test_resampled_count_spreads_when_seeds_disagree() -> None:
     # P(at most 2 of 5 draws are fast seeds), p = 0.4: 0.683
     assert all(0.6 < p < 0.77 for p in res.share.values())
     assert set(res.counts["tpe"]) == {0, len(CPS)}
+
+
+def test_every_sampler_is_scored_after_every_trial() -> None:
+    # gp-simplex's posterior-mean recommendation was once scored only every few trials from trial K + 1,
+    # which rounded its trials to reach a level up against baselines scored after every trial.
+    land = se.make_landscape("interior", K, seed=0)
+    for name in ("gp-simplex", "random"):
+        run = se.run_one(name, land, noise=0.01, seed=0, n_trials=5)
+        assert sorted(run.regret) == [1, 2, 3, 4, 5]
+        assert all(r >= 0 for r in run.regret.values())
