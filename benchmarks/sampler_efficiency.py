@@ -798,8 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     t_start = time.perf_counter()
     for k in [] if args.latency_only else ks:
-        cps = CHECKPOINTS[k]
-        n_gp = cps[-1]
+        n_gp = CHECKPOINTS[k][-1]
         for kind in kinds:
             for seed in range(args.first_seed, args.first_seed + n_seeds):
                 land = mixing_law_landscape(k, seed) if kind in HELD_OUT_KINDS else make_landscape(kind, k, seed)
@@ -855,9 +854,7 @@ def constrained_main(args: argparse.Namespace) -> int:
     results: dict[tuple[int, str, float, str], list[dict[int, float]]] = {}
     t_start = time.perf_counter()
     for k in ks:
-        cps = CHECKPOINTS[k]
-        n_gp = cps[-1]
-        rec_every = sorted(set(cps) | set(range(k + 1, n_gp + 1, 2 if k <= 4 else 3)))
+        n_gp = CHECKPOINTS[k][-1]
         for kind in CASES:
             if kind == "group" and k < 3:
                 continue  # a group of every domain is the simplex itself
@@ -868,7 +865,7 @@ def constrained_main(args: argparse.Namespace) -> int:
                         if name == "grid-feasible" and k > 4:
                             continue
                         n = n_gp if name == "gp-simplex" else BASELINE_FACTOR * n_gp
-                        regret, secs = run_case(name, case, noise=noise, seed=seed, n_trials=n, rec_every=rec_every)
+                        regret, secs = run_case(name, case, noise=noise, seed=seed, n_trials=n)
                         results.setdefault((k, kind, noise, name), []).append(regret)
                         last = max(regret)
                         print(
