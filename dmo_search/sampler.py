@@ -25,9 +25,9 @@ How one proposal is made
    first (the proposals for ``f`` and ``c * f`` are the same); the kernel reads each weight and its
    square root. When trials report a standard error above zero (the ``value_se`` attribute that the
    worker records and ``optimize_simplex(noise_sd=...)`` sets), the noise gets a nearly flat prior
-   instead of the near-noiseless default; when none does, the lengthscale prior is scaled by how far
-   apart mixtures lie on the simplex rather than by the number of inputs. The model is
-   :mod:`dmo_search.gp`.
+   instead of the near-noiseless default (and in the GP that recommends, a floor at the trials' median
+   standard error); when none does, the lengthscale prior is scaled by how far apart mixtures lie on
+   the simplex rather than by the number of inputs. The model is :mod:`dmo_search.gp`.
 4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
    [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
    exponentially with the number of objectives). Pending mixtures enter as ``X_pending``, so parallel
@@ -130,6 +130,7 @@ class _History:
         prior: a warm start's source points (:class:`dmo_search.warmstart.SourcePrior`), or None.
         noisy: a trial in ``X`` reports a standard error above zero (``value_se``): the objective is
             noisy, so the GP's noise gets a flat prior (:mod:`dmo_search.gp`).
+        noise_sd: the median standard error the trials in ``X`` report (one objective), or None.
     """
 
     X: NDArray[np.float64]
@@ -139,10 +140,16 @@ class _History:
     next_number: int
     prior: SourcePrior | None = None
     noisy: bool = False
+    noise_sd: float | None = None
 
-    def fitted(self) -> tuple[torch.Tensor, torch.Tensor, SingleTaskGP]:
-        """The GP fitted to these trials (:func:`dmo_search.gp.fit_values`), with its inputs and values."""
-        return fit_values(self.X, self.Y, prior=self.prior, noisy=self.noisy)
+    def fitted(self, *, recommending: bool = False) -> tuple[torch.Tensor, torch.Tensor, SingleTaskGP]:
+        """The GP fitted to these trials (:func:`dmo_search.gp.fit_values`), with its inputs and values.
+
+        ``recommending``: the GP whose posterior mean is the recommendation; its noise is not fitted
+        below the reported standard error (``noise_sd``). The proposals' GP learns it freely.
+        """
+        floor = self.noise_sd if recommending else None
+        return fit_values(self.X, self.Y, prior=self.prior, noisy=self.noisy, noise_floor=floor)
 
 
 class SimplexGPSampler(BaseSampler):
@@ -340,9 +347,11 @@ class SimplexGPSampler(BaseSampler):
         """The mixture that maximises the GP's posterior mean over the simplex.
 
         The posterior mean, not the best noisy observation, is the estimate of the best mixture
-        under observation noise. With several objectives the unweighted mean of the (direction
-        oriented) objectives is maximised. Before ``n_startup_trials`` trials are complete (or if
-        the model cannot be fitted) the best observed mixture is returned.
+        under observation noise; this GP's noise is not fitted below the trials' median reported
+        standard error (``value_se``; :mod:`dmo_search.gp` says why). With several objectives the
+        unweighted mean of the (direction oriented) objectives is maximised. Before
+        ``n_startup_trials`` trials are complete (or if the model cannot be fitted) the best observed
+        mixture is returned.
 
         Two other recommendations under noise were measured on the landscapes of
         ``benchmarks/sampler_efficiency.py`` (noise sd 0.01; K = 2, 3, 4 on seeds 0-9, K = 8 on 0-4,
@@ -401,7 +410,7 @@ class SimplexGPSampler(BaseSampler):
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         scale = float(value_scale(history.Y)[0])
         with torch_context(self._posterior_seed(history)):
-            _, _, model = history.fitted()
+            _, _, model = history.fitted(recommending=True)
             with torch.no_grad():
                 mean = model.posterior(torch.from_numpy(W.reshape(-1, self._n_domains))).mean[..., 0]
         return [sign * scale * float(m) for m in mean]
@@ -430,7 +439,7 @@ class SimplexGPSampler(BaseSampler):
         signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
         xs: list[list[float]] = []
         ys: list[list[float]] = []
-        noisy = False
+        ses: list[float] = []
         pending: list[list[float]] = []
         seen: list[list[float]] = []
         trials = study.get_trials(deepcopy=False)
@@ -444,11 +453,11 @@ class SimplexGPSampler(BaseSampler):
             if t.state == TrialState.COMPLETE and t.values is not None:
                 xs.append(w)
                 ys.append([s * v for s, v in zip(signs, t.values, strict=True)])
-                noisy = noisy or _reports_noise(t)
+                ses += _reported_se(t)
             elif t.state == TrialState.PRUNED and t.last_step is not None and len(signs) == 1:
                 xs.append(w)
                 ys.append([signs[0] * t.intermediate_values[t.last_step]])
-                noisy = noisy or _reports_noise(t)
+                ses += _reported_se(t)
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.append(w)
         from dmo_search.warmstart import stored_prior
@@ -460,7 +469,8 @@ class SimplexGPSampler(BaseSampler):
             seen=np.asarray(seen, dtype=np.float64).reshape(-1, k),
             next_number=len(trials),
             prior=stored_prior(study, k) if len(signs) == 1 else None,
-            noisy=noisy,
+            noisy=bool(ses),
+            noise_sd=float(np.median(ses)) if ses and len(signs) == 1 else None,
         )
 
     def _min_fit(self, history: _History) -> int:
@@ -566,7 +576,7 @@ class SimplexGPSampler(BaseSampler):
 
         seed = self._posterior_seed(history)
         with torch_context(seed):
-            X, Y, model = history.fitted()
+            X, Y, model = history.fitted(recommending=True)
             m = Y.shape[-1]
             transform = (
                 ScalarizedPosteriorTransform(weights=torch.full((m,), 1.0 / m, dtype=torch.float64)) if m > 1 else None
@@ -739,7 +749,7 @@ def _derived_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _reports_noise(trial: FrozenTrial) -> bool:
-    """True when ``trial`` records a standard error above zero for its value (``value_se``)."""
+def _reported_se(trial: FrozenTrial) -> list[float]:
+    """``[se]`` when ``trial`` records a finite standard error above zero for its value (``value_se``), else ``[]``."""
     se = trial.user_attrs.get(VALUE_SE_ATTR)
-    return isinstance(se, int | float) and math.isfinite(se) and se > 0
+    return [float(se)] if isinstance(se, int | float) and math.isfinite(se) and se > 0 else []

@@ -81,3 +81,24 @@ def test_a_noiseless_gp_calibrates_its_lengthscale_prior_on_the_simplex() -> Non
             kernel = gp.fit_gp(W, y, noisy=noisy).covar_module
             assert kernel.lengthscale.shape[-1] == 2 * k
             assert float(kernel.lengthscale_prior.loc) == pytest.approx(math.sqrt(2) + 0.5 * math.log(d))
+
+
+def test_a_noise_floor_holds_the_fitted_noise_at_that_sd_in_the_values_units() -> None:
+    """``noise_floor`` is a noise sd in the values' units: the same floor for ``f`` and ``c * f`` with
+    ``c * floor``, and a fit that would go lower stops there."""
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(3), size=10)
+    y = -np.sum((X - [0.6, 0.3, 0.1]) ** 2, axis=1, keepdims=True)  # smooth: the free noise is tiny
+    floor = 0.3 * float(np.std(y, ddof=1))
+    noises = []
+    for c in (1.0, 100.0):
+        with gp.torch_context(0):
+            _, _, free = gp.fit_values(X, c * y, noisy=True)
+            _, _, held = gp.fit_values(X, c * y, noisy=True, noise_floor=c * floor)
+        assert float(free.likelihood.noise.detach().mean()) < 0.3**2 / 2
+        noises.append(float(held.likelihood.noise.detach().mean()))
+    assert noises[0] == pytest.approx(0.3**2, rel=1e-3)
+    assert noises[1] == pytest.approx(noises[0], rel=1e-6)
+    with gp.torch_context(0):  # a floor far below the default lower bound leaves the default
+        _, _, low = gp.fit_values(X, y, noisy=True, noise_floor=1e-9)
+    assert float(low.likelihood.noise_covar.raw_noise_constraint.lower_bound) == pytest.approx(1e-4)

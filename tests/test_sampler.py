@@ -344,9 +344,42 @@ def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
         prior = model.likelihood.noise_covar.noise_prior
         assert isinstance(prior, GammaPrior if history.noisy else LogNormalPrior)
         truth = 0.05**2 / float(np.var(history.Y, ddof=1))  # the noise variance in standardised units
-        fitted[se] = abs(math.log(float(model.likelihood.noise.mean()) / truth))
+        fitted[se] = abs(math.log(float(model.likelihood.noise.detach().mean()) / truth))
         _assert_on_simplex(study.sampler.propose_batch(study, 2), 2)  # type: ignore[attr-defined]
     assert fitted[0.05] < fitted[None], fitted
+
+
+def test_the_recommending_gp_keeps_its_noise_at_the_reported_standard_error() -> None:
+    """The GP whose posterior mean is the recommendation (and ``posterior_mean``) fits its noise no lower
+    than the trials' median ``value_se``; the proposals' GP learns its noise freely."""
+    from dmo_search.sampler import VALUE_SE_ATTR
+
+    rng = np.random.default_rng(1)
+    study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(3, seed=0, **FAST))
+    for i, w in enumerate(rng.dirichlet(np.ones(3), size=12)):
+        y = -float(np.sum((w - [0.5, 0.3, 0.2]) ** 2)) + 0.01 * float(rng.normal())
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=simplex.weights_to_params(list(w)),
+                distributions=simplex.distributions(3),
+                values=[y],
+                user_attrs={VALUE_SE_ATTR: (0.04, 0.05, 0.06)[i % 3]},
+            )
+        )
+    sampler = study.sampler
+    history = sampler._history(study, exclude_trial_id=None)  # type: ignore[attr-defined]
+    assert history.noisy and history.noise_sd == pytest.approx(0.05)
+    floor = 0.05**2 / float(np.var(history.Y, ddof=1))  # in the GP's standardised units
+    _, _, free = history.fitted()
+    _, _, recommending = history.fitted(recommending=True)
+    assert float(free.likelihood.noise.detach().mean()) < floor  # the noise the free GP sees is 0.01, not 0.05
+    assert float(recommending.likelihood.noise.detach().mean()) == pytest.approx(floor, rel=1e-3)
+    points = rng.dirichlet(np.ones(3), size=4)
+    with torch.no_grad():
+        mean = recommending.posterior(torch.from_numpy(points)).mean[..., 0]
+    expected = [float(m) * float(np.std(history.Y)) for m in mean]  # back to the values' units
+    np.testing.assert_allclose(sampler.posterior_mean(study, points), expected, rtol=1e-6)  # type: ignore[attr-defined]
+    _assert_on_simplex([sampler.recommend(study)], 3)  # type: ignore[attr-defined]
 
 
 def test_recommend_on_a_flat_objective_returns_an_observed_mixture() -> None:
