@@ -306,7 +306,7 @@ def _standardised_variance(Y: torch.Tensor, noise_sd: float | None) -> float:
     return max((noise_sd / sd) ** 2, _MIN_NOISE)
 
 
-def _likelihood(batch_shape: torch.Size, floor: float = _MIN_NOISE) -> Any:
+def _likelihood(batch_shape: torch.Size, floor: float) -> Any:
     """Gaussian noise with a nearly flat ``Gamma(1.1, 0.05)`` prior on its variance (standardised
     outcomes), for objectives that report a standard error.
 
