@@ -376,20 +376,20 @@ class SimplexGPSampler(BaseSampler):
         is not calibrated there either (K=6 interior after 12 trials: 0.99 for a mixture of regret 0.66
         against the uniform mixture's 0.27).
 
-        With the noise floor, more were scored on the same trials (noise sd 0.01; K = 3 and 4 on seeds
-        0-9, K = 8 on 0-4; seed-trials from K + 2 better / worse by more than 0.005) and not kept. At the
-        faces the root features of :mod:`dmo_search.gp` keep this argmax off the face: a penalty linear in
-        a weight is flat in its root near zero, so the mean's maximum spreads over small weights (K=3
-        face: the best mixture run has median regret 0.009 after 10 trials, the recommendation 0.050).
-        A recommending GP on the weights alone (lengthscale prior for K inputs) puts it on the face (K=3
-        face after 12 trials 0.085 -> 0.020, K=4 face after 9 0.123 -> 0.078) but loses at vertices
-        (K=3 after 20 0.037 -> 0.065) and at K = 8 (interior after 30 0.395 -> 0.741): K = 3-4 390 /
-        438, K = 8 76 / 349. Choosing between the two GPs by marginal likelihood (without the
-        hyper-parameter priors, which always chose the weights alone): 188 / 175, and 34 / 180 at the
-        K = 8 interiors and faces. A root offset ``eps`` of 0.01 or 0.03 instead of 0.001: 114 / 114 and
-        217 / 206 (K = 3-4). The observed mixture with the highest posterior mean, measured again (K =
-        3-4 and 8 on seeds 0-4): 301 / 617; the posterior gave this argmax a probability of at least 0.7
-        of beating that mixture at 21 of those 1350 seed-trials.
+        With the noise floor, more were scored on the same trials (noise sd 0.01; K = 3 and 4 on seeds 0-9,
+        K = 8 on 0-4; seed-trials from K + 2 better / worse by more than 0.005) and not kept. At the faces
+        this argmax keeps a few percent of weight on the harmful domain (K=3 face: the best mixture run has
+        median regret 0.009 after 10 trials, the recommendation 0.050); a likely cause is the root features
+        of :mod:`dmo_search.gp` (a penalty linear in a weight is flat in its root near zero), though a
+        larger root offset did not help. A recommending GP on the weights alone (lengthscale prior for K
+        inputs) puts it on the face (K=3 face after 12 trials 0.085 -> 0.020, K=4 face after 9 0.123 ->
+        0.078) but loses at vertices (K=3 after 20 0.037 -> 0.065) and at K = 8 (interior after 30 0.395 ->
+        0.741): K = 3-4 390 / 438, K = 8 76 / 349. Choosing between the two GPs by marginal likelihood
+        (without the hyper-parameter priors, which always chose the weights alone): 188 / 175, and 34 / 180
+        at the K = 8 interiors and faces. A root offset ``eps`` of 0.01 or 0.03 instead of 0.001: 114 / 114
+        and 217 / 206 (K = 3-4). The observed mixture with the highest posterior mean, measured again
+        (K = 3-4 and 8 on seeds 0-4): 301 / 617; the posterior gave this argmax a probability of at least
+        0.7 of beating that mixture at 21 of those 1350 seed-trials.
 
         Raises:
             ValueError: if no trial of the study is complete.
