@@ -38,7 +38,9 @@ distribution on the simplex) after n trials: the recommendation is the sampler's
 paper's fixed designs ``grid``). Printed: the median and worst over seeds, the trials each sampler needs
 to reach a regret level relative to ``gp-simplex``, the proposal latency at 100 completed trials, and
 for noisy runs how many gp-simplex studies the noise check of ``dmo-search status`` (:mod:`dmo_search.noise`)
-calls noise-limited after their last trial, with their final regret against the others'.
+calls noise-limited after their last trial, with their final regret against the others', and gp-simplex's
+recommendation beside the best mixture its study has run (both scored without noise): whether the model or
+the trials fall short.
 
 The 2x goal ("2x fewer trials to reach the same median regret") is counted in cells: a checkpoint n of a
 setting sets the level, gp-simplex's median regret after n trials, and the cell's ratio is the trials a
@@ -311,6 +313,8 @@ class Run:
     regret: dict[int, float]  # trials -> normalised regret of the recommendation
     seconds: float
     noise_share: float | None = None  # the noise check's share after the last trial (noisy runs)
+    # trials -> normalised regret of the best mixture run so far, scored without noise (None in older runs)
+    tried: dict[int, float] | None = None
 
 
 def run_one(
@@ -322,8 +326,8 @@ def run_one(
     n_trials: int,
     gp_design: str = "space-filling",
 ) -> Run:
-    """One study of ``n_trials`` trials; the regret of the sampler's recommendation is recorded after
-    every trial."""
+    """One study of ``n_trials`` trials; the regret of the sampler's recommendation, and of the best
+    mixture run so far (scored without noise), is recorded after every trial."""
     k = land.n_domains
     names = simplex.param_names(k)
     noise_rng = np.random.default_rng([seed, 7919])
@@ -335,6 +339,7 @@ def run_one(
             study.enqueue_trial(simplex.weights_to_params(w))
         n_trials = len(design)
     regret: dict[int, float] = {}
+    tried: dict[int, float] = {}
     best_y, best_w = -math.inf, None
     ys: list[float] = []
     t0 = time.perf_counter()
@@ -346,6 +351,7 @@ def run_one(
             trial.set_user_attr(VALUE_SE_ATTR, noise)
         study.tell(trial, y)
         ys.append(y)
+        tried[n] = min(land.regret(w), tried.get(n - 1, math.inf))
         if y > best_y:
             best_y, best_w = y, w
         if sampler_name == "gp-simplex":
@@ -355,7 +361,8 @@ def run_one(
             regret[n] = land.regret(best_w)
     seconds = time.perf_counter() - t0
     check = noise_check([(y, noise) for y in ys]) if noise > 0 else None
-    return Run(sampler_name, k, land.kind, noise, seed, regret, seconds, None if check is None else check.share)
+    share = None if check is None else check.share
+    return Run(sampler_name, k, land.kind, noise, seed, regret, seconds, share, tried)
 
 
 def proposal_latency(sampler_name: str, n_domains: int, n_completed: int = 100, repeats: int = 3) -> float:
@@ -611,6 +618,7 @@ def print_tables(runs: list[Run], latency: dict[tuple[str, int], float], out: Ca
             out(f"  {f'K={k} {kind} noise={noise}':<26}{level:>7}{n_gp:>11}" + "".join(f"{c:>11}" for c in cells))
 
     _print_noise_checks(groups, out)
+    _print_recommendation_gap(groups, out)
 
     if latency:
         out("\n## Proposal latency at 100 completed trials (median seconds, torch threads = 1)")
@@ -653,6 +661,30 @@ def _print_noise_checks(groups: dict[tuple[int, str, float], list[Run]], out: Ca
             f" >= {NOISE_LIMITED_SHARE:.0%} of the scores' variance), the share's range, median final regret"
         )
         out(f"  {'K kind noise':<26}{'flagged':>9}{'share':>12}{'flagged':>10}{'others':>10}")
+        for row in rows:
+            out(row)
+
+
+def _print_recommendation_gap(groups: dict[tuple[int, str, float], list[Run]], out: Callable[[str], None]) -> None:
+    """gp-simplex's recommendation against the best mixture its study has run (both scored without noise),
+    median over seeds: a recommendation far behind says the model, not the trials, falls short."""
+    rows = []
+    for (k, kind, noise), rs in sorted(groups.items()):
+        gp = [r for r in rs if r.sampler == "gp-simplex" and r.tried]
+        if not gp:
+            continue
+        cells = []
+        for n in CHECKPOINTS[k]:
+            pairs = [(r.regret[n], r.tried[n]) for r in gp if r.tried is not None and n in r.regret and n in r.tried]
+            if pairs:
+                rec, tried = (statistics.median(x) for x in zip(*pairs, strict=True))
+                cells.append(f"n={n} {_fmt(rec)} / {_fmt(tried)}")
+        rows.append(f"  {f'K={k} {kind} noise={noise}':<26}" + "".join(f"{c:<22}" for c in cells))
+    if rows:
+        out(
+            "\n## gp-simplex's recommendation against the best mixture run so far: median regret after n trials,"
+            "\n   recommendation / best run (the trials' mixtures scored without noise)"
+        )
         for row in rows:
             out(row)
 
@@ -923,6 +955,8 @@ def _read_json(paths: Sequence[Path]) -> tuple[list[Run], dict[tuple[str, int], 
         record = json.loads(path.read_text())
         for r in record["runs"]:
             r["regret"] = {int(n): v for n, v in r["regret"].items()}
+            if r.get("tried") is not None:
+                r["tried"] = {int(n): v for n, v in r["tried"].items()}
             runs.append(Run(**r))
         for key, value in record["latency"].items():
             name, k = key.rsplit(" K=", 1)

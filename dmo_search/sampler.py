@@ -379,7 +379,7 @@ class SimplexGPSampler(BaseSampler):
         With the noise floor, more were scored on the same trials (noise sd 0.01; K = 3 and 4 on seeds 0-9,
         K = 8 on 0-4; seed-trials from K + 2 better / worse by more than 0.005) and not kept. At the faces
         this argmax keeps a few percent of weight on the harmful domain (K=3 face: the best mixture run has
-        median regret 0.009 after 10 trials, the recommendation 0.050); a likely cause is the root features
+        median regret 0.009 after 12 trials, the recommendation 0.085); a likely cause is the root features
         of :mod:`dmo_search.gp` (a penalty linear in a weight is flat in its root near zero), though a
         larger root offset did not help. A recommending GP on the weights alone (lengthscale prior for K
         inputs) puts it on the face (K=3 face after 12 trials 0.085 -> 0.020, K=4 face after 9 0.123 ->

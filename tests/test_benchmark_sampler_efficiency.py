@@ -82,3 +82,22 @@ def test_every_sampler_is_scored_after_every_trial() -> None:
         run = se.run_one(name, land, noise=0.01, seed=0, n_trials=5)
         assert sorted(run.regret) == [1, 2, 3, 4, 5]
         assert all(r >= 0 for r in run.regret.values())
+        # the best mixture run so far, scored without noise: never rises
+        assert run.tried is not None and sorted(run.tried) == [1, 2, 3, 4, 5]
+        assert all(run.tried[n + 1] <= run.tried[n] for n in range(1, 5))
+        if name == "random":  # its recommendation, the best noisy score, is one of the mixtures run
+            assert all(run.tried[n] <= run.regret[n] for n in run.tried)
+
+
+def test_the_report_sets_the_recommendation_beside_the_best_mixture_run() -> None:
+    ns = range(1, CPS[-1] + 1)
+    runs = [
+        se.Run("gp-simplex", K, "face", 0.01, seed, _curve(ns, rec), 0.0, tried=_curve(ns, tried))
+        for seed, (rec, tried) in enumerate([(0.1, 0.01), (0.3, 0.02), (0.2, 0.03)])
+    ]
+    runs.append(_run("gp-simplex", 9, _curve(ns, 0.9)))  # an older run without the record is left out
+    lines: list[str] = []
+    se._print_recommendation_gap({(K, "face", 0.01): runs}, lines.append)
+    row = lines[-1]
+    assert row.startswith(f"  K={K} face noise=0.01")
+    assert all(f"n={n} 0.200 / 0.020" in row for n in CPS), row
