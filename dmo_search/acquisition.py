@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from botorch.acquisition import AcquisitionFunction
     from botorch.models import SingleTaskGP
 
-__all__ = ["best_mixtures", "build_acquisition", "maximise_on_simplex"]
+__all__ = ["best_mixtures", "build_acquisition", "drop_negligible_weights", "maximise_on_simplex"]
 
 # NOTE: qLogNEHVI's box decompositions grow exponentially with the number of objectives; BoTorch
 # recommends it up to about 4 objectives, so more objectives use qLogNParEGO (random Chebyshev
@@ -202,3 +202,52 @@ def _simplex_initial_conditions(
         values = torch.cat([acq_function(batch) for batch in X.split(256)])
     starts, _ = initialize_q_batch(X, values, n=min(num_restarts, len(X)), eta=2.0)
     return starts
+
+
+def drop_negligible_weights(
+    model: SingleTaskGP,
+    w: NDArray[np.float64],
+    *,
+    below: float,
+    constraints: MixtureConstraints | None = None,
+) -> NDArray[np.float64]:
+    """``w`` with its weights under ``below`` set to zero where the posterior cannot tell the difference.
+
+    Candidates: ``w`` with any non-empty subset of its weights in ``(0, below)`` set to zero and the
+    rest renormalised (feasible under ``constraints``). Of those whose posterior mean is below ``w``'s
+    by at most one posterior sd of the difference, the one with the most zeros (then the highest mean)
+    is returned; ``w`` when there is none. One objective only.
+    """
+    import itertools
+
+    import torch
+    from botorch.posteriors.gpytorch import GPyTorchPosterior
+
+    small = [i for i, x in enumerate(w) if 0.0 < x < below]
+    candidates: list[tuple[int, NDArray[np.float64]]] = []
+    for size in range(1, len(small) + 1):
+        for subset in itertools.combinations(small, size):
+            c = w.copy()
+            c[list(subset)] = 0.0
+            if c.sum() <= 0.0:
+                continue
+            c /= c.sum()
+            if constraints is None or constraints.contains(c):
+                candidates.append((size, c))
+    if not candidates:
+        return w
+    points = torch.from_numpy(np.stack([w] + [c for _, c in candidates]))
+    with torch.no_grad():
+        posterior = model.posterior(points)
+        if not isinstance(posterior, GPyTorchPosterior):  # no joint covariance to compare with
+            return w
+        mean = posterior.mean.reshape(-1)
+        cov = posterior.mvn.covariance_matrix.reshape(len(points), len(points))
+    drop = mean[0] - mean[1:]
+    sd = torch.sqrt(torch.clamp(cov[0, 0] + torch.diagonal(cov)[1:] - 2.0 * cov[0, 1:], min=0.0))
+    best: tuple[tuple[int, float], NDArray[np.float64]] | None = None
+    for j, (size, c) in enumerate(candidates):
+        key = (size, float(mean[1 + j]))
+        if float(drop[j]) <= float(sd[j]) and (best is None or key > best[0]):
+            best = (key, c)
+    return w if best is None else best[1]

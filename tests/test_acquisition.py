@@ -8,7 +8,7 @@ import torch
 from botorch.acquisition.analytic import PosteriorMean
 
 from dmo_search import gp
-from dmo_search.acquisition import best_mixtures, build_acquisition, maximise_on_simplex
+from dmo_search.acquisition import best_mixtures, build_acquisition, drop_negligible_weights, maximise_on_simplex
 from dmo_search.constraints import MixtureConstraints
 
 torch.set_num_threads(1)
@@ -70,3 +70,33 @@ def test_a_batch_respects_the_constraints_and_reaches_a_cap_face() -> None:
     for w in batch:
         assert c.contains(w / w.sum(), tol=1e-6), w
     assert batch[0][0] == pytest.approx(0.5, abs=1e-6)  # the target lies beyond the cap: on its face
+
+
+def _fitted(f: object, *, noise: float, n: int = 24) -> object:
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.dirichlet(np.ones(3), size=n), np.eye(3)])
+    Y = np.asarray([f(x) for x in X]) + noise * rng.normal(size=len(X))  # type: ignore[operator]
+    with gp.torch_context(0):
+        return gp.fit_values(X, Y[:, None], noisy=noise > 0, noise_floor=noise or None)[2]
+
+
+def _harmful_third(w: np.ndarray) -> float:
+    return float(-((w[0] - 0.5) ** 2) - (w[1] - 0.5) ** 2 - 0.02 * w[2])
+
+
+def test_a_small_weight_the_noisy_posterior_cannot_tell_from_zero_is_dropped() -> None:
+    model = _fitted(_harmful_third, noise=0.02)
+    w = np.array([0.48, 0.48, 0.04])
+    out = drop_negligible_weights(model, w, below=0.25 / 3)  # type: ignore[arg-type]
+    np.testing.assert_allclose(out, [0.5, 0.5, 0.0])
+    # a weight at or above ``below`` is never dropped, nor one a constraint keeps above zero
+    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.04), w)  # type: ignore[arg-type]
+    c = MixtureConstraints.build(["a", "b", "c"], min_weight={"c": 0.02})
+    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3, constraints=c), w)  # type: ignore[arg-type]
+
+
+def test_a_small_weight_the_posterior_says_matters_is_kept() -> None:
+    """Noiseless values that fall steeply as the third weight goes to zero: the posterior is sure."""
+    model = _fitted(lambda w: float(np.log(w[2] + 0.01) - (w[0] - w[1]) ** 2), noise=0.0)
+    w = np.array([0.48, 0.48, 0.04])
+    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3), w)  # type: ignore[arg-type]
