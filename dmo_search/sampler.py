@@ -436,7 +436,8 @@ class SimplexGPSampler(BaseSampler):
         """The GP's posterior mean of the study's objective at ``points`` (mixtures), in its units.
 
         The model is the one :meth:`recommend` maximises (the same trials, seed and noise prior), so
-        ranking mixtures by it agrees with the recommendation.
+        ranking mixtures by it agrees with the recommendation (up to the weights the recommendation drops
+        where this model cannot tell them from zero).
 
         Raises:
             ValueError: for a study with several objectives or fewer than 2 completed trials, or a
