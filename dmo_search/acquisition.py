@@ -4,6 +4,7 @@ on the simplex (bounds ``[0, 1]``, ``sum w = 1``, and a study's linear constrain
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,8 @@ __all__ = ["best_mixtures", "build_acquisition", "drop_negligible_weights", "max
 # recommends it up to about 4 objectives, so more objectives use qLogNParEGO (random Chebyshev
 # scalarisations, one per trial).
 _MAX_HYPERVOLUME_OBJECTIVES = 4
+# drop_negligible_weights scores every subset of up to this many small weights (1023 mixtures).
+_MAX_SUBSET_WEIGHTS = 10
 
 
 def build_acquisition(
@@ -214,26 +217,32 @@ def drop_negligible_weights(
     """``w`` with its weights under ``below`` set to zero where the posterior cannot tell the difference.
 
     Candidates: ``w`` with any non-empty subset of its weights in ``(0, below)`` set to zero and the
-    rest renormalised (feasible under ``constraints``). Of those whose posterior mean is below ``w``'s
-    by at most one posterior sd of the difference, the one with the most zeros (then the highest mean)
-    is returned; ``w`` when there is none. One objective only.
+    rest renormalised (feasible under ``constraints``); with more than ``_MAX_SUBSET_WEIGHTS`` such
+    weights, only the ``j`` smallest for each ``j`` (the subsets would be too many to score). Of those
+    whose posterior mean is below ``w``'s by at most one posterior sd of the difference, the one with
+    the most zeros (then the highest mean) is returned; ``w`` when there is none. One objective only.
     """
     import itertools
 
     import torch
     from botorch.posteriors.gpytorch import GPyTorchPosterior
 
-    small = [i for i, x in enumerate(w) if 0.0 < x < below]
+    small = sorted((i for i, x in enumerate(w) if 0.0 < x < below), key=lambda i: (w[i], i))
+    if len(small) <= _MAX_SUBSET_WEIGHTS:
+        subsets: Iterable[tuple[int, ...]] = (
+            s for size in range(1, len(small) + 1) for s in itertools.combinations(sorted(small), size)
+        )
+    else:
+        subsets = (tuple(small[:size]) for size in range(1, len(small) + 1))
     candidates: list[tuple[int, NDArray[np.float64]]] = []
-    for size in range(1, len(small) + 1):
-        for subset in itertools.combinations(small, size):
-            c = w.copy()
-            c[list(subset)] = 0.0
-            if c.sum() <= 0.0:
-                continue
-            c /= c.sum()
-            if constraints is None or constraints.contains(c):
-                candidates.append((size, c))
+    for subset in subsets:
+        c = w.copy()
+        c[list(subset)] = 0.0
+        if c.sum() <= 0.0:
+            continue
+        c /= c.sum()
+        if constraints is None or constraints.contains(c):
+            candidates.append((len(subset), c))
     if not candidates:
         return w
     points = torch.from_numpy(np.stack([w] + [c for _, c in candidates]))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 from botorch.acquisition.analytic import PosteriorMean
+from botorch.models import SingleTaskGP
+from numpy.typing import NDArray
 
 from dmo_search import gp
 from dmo_search.acquisition import best_mixtures, build_acquisition, drop_negligible_weights, maximise_on_simplex
@@ -72,31 +76,45 @@ def test_a_batch_respects_the_constraints_and_reaches_a_cap_face() -> None:
     assert batch[0][0] == pytest.approx(0.5, abs=1e-6)  # the target lies beyond the cap: on its face
 
 
-def _fitted(f: object, *, noise: float, n: int = 24) -> object:
+def _fitted(f: Callable[[NDArray[np.float64]], float], *, noise: float, n: int = 24) -> SingleTaskGP:
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.dirichlet(np.ones(3), size=n), np.eye(3)])
-    Y = np.asarray([f(x) for x in X]) + noise * rng.normal(size=len(X))  # type: ignore[operator]
+    Y = np.asarray([f(x) for x in X]) + noise * rng.normal(size=len(X))
     with gp.torch_context(0):
         return gp.fit_values(X, Y[:, None], noisy=noise > 0, noise_floor=noise or None)[2]
 
 
-def _harmful_third(w: np.ndarray) -> float:
+def _harmful_third(w: NDArray[np.float64]) -> float:
     return float(-((w[0] - 0.5) ** 2) - (w[1] - 0.5) ** 2 - 0.02 * w[2])
 
 
 def test_a_small_weight_the_noisy_posterior_cannot_tell_from_zero_is_dropped() -> None:
     model = _fitted(_harmful_third, noise=0.02)
     w = np.array([0.48, 0.48, 0.04])
-    out = drop_negligible_weights(model, w, below=0.25 / 3)  # type: ignore[arg-type]
+    out = drop_negligible_weights(model, w, below=0.25 / 3)
     np.testing.assert_allclose(out, [0.5, 0.5, 0.0])
     # a weight at or above ``below`` is never dropped, nor one a constraint keeps above zero
-    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.04), w)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.04), w)
     c = MixtureConstraints.build(["a", "b", "c"], min_weight={"c": 0.02})
-    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3, constraints=c), w)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3, constraints=c), w)
 
 
 def test_a_small_weight_the_posterior_says_matters_is_kept() -> None:
     """Noiseless values that fall steeply as the third weight goes to zero: the posterior is sure."""
     model = _fitted(lambda w: float(np.log(w[2] + 0.01) - (w[0] - w[1]) ** 2), noise=0.0)
     w = np.array([0.48, 0.48, 0.04])
-    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3), w)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3), w)
+
+
+def test_many_small_weights_are_dropped_smallest_first() -> None:
+    """Past ten small weights the subsets are too many to score: the j smallest are tried, each j."""
+    rng = np.random.default_rng(2)
+    k = 12
+    X = rng.dirichlet(np.ones(k), size=30)
+    Y = 0.02 * rng.normal(size=(30, 1))  # noise alone: the posterior tells no mixture from another
+    with gp.torch_context(0):
+        model = gp.fit_values(X, Y, noisy=True, noise_floor=0.02)[2]
+    w = 0.005 + 0.001 * np.arange(k, dtype=np.float64)  # eleven weights under 1 / (4K)
+    w[0] = 1.0 - w[1:].sum()
+    out = drop_negligible_weights(model, w, below=0.25 / k)
+    np.testing.assert_array_equal(out, np.eye(k)[0])
