@@ -374,10 +374,13 @@ class SimplexGPSampler(BaseSampler):
         near zero). Measured on the trials of ``benchmarks/sampler_efficiency.py`` (noise sd 0.01, seeds
         0-9, each study scored both ways; seed-trials from K + 2 better / worse by more than 0.005):
         K = 2 72 / 6, K = 3-4 297 / 94 (K=3 face after 12 trials 0.085 -> 0.038, K=4 face after 9 0.123 ->
-        0.025, K=4 interior after 12 0.132 -> 0.158), K = 6 241 / 161, K = 8 68 / 280 (K=8 interior after
-        20 0.438 -> 0.469: optima there have beneficial weights of a few percent, which the noise hides);
-        every recommendation was the same on the held-out ``mixlaw`` family (noise sd 0.02, K = 2-6, seeds
-        0-4) and without noise (K = 3 and 4 on seeds 0-4, two K = 8 interior studies). Measured on the
+        0.025, K=4 interior after 12 0.132 -> 0.158), K = 6 241 / 161, K = 8 252 / 280 (better at the
+        vertices, worse at interiors and faces, K=8 interior after 20 0.438 -> 0.469: optima there have
+        beneficial weights of a few percent, which the noise hides);
+        on trials no choice was made on, seeds 10-19 at K = 2-4 276 / 107 (K=4 interior 0 / 75), the
+        held-out ``mixlaw`` family (noise sd 0.02, K = 2-6, seeds 0-4) 78 / 49, and without noise K = 3-4
+        (seeds 0-4) 26 / 23 (K=4 interior after 9 trials 0.018 -> 0.035) and three K = 8 interior studies
+        0 / 15 (after 30 trials, worst 0.004 -> 0.016). Measured on the
         same trials and not kept: dropping below ``0.1`` (K=4 interior after 12 trials 0.132 -> 0.228,
         K=8 interior after 15 on seeds 0-4 0.383 -> 0.757), ``1 / (2K)`` or ``1 / (3K)``; 0.25 to 2 sds;
         with the bound ``0.1``, also requiring the mixture without the weight to have a posterior sd no
