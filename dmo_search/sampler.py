@@ -364,28 +364,26 @@ class SimplexGPSampler(BaseSampler):
         ``n_startup_trials`` trials are complete (or if the model cannot be fitted) the best observed
         mixture is returned.
 
-        One objective: a weight below a quarter of the uniform share (``1 / (4K)``) is then set to zero
-        (the others renormalised) when the posterior cannot tell the two mixtures apart, the posterior
-        mean of the mixture without it being lower by at most one posterior sd of the difference
-        (:func:`dmo_search.acquisition.drop_negligible_weights`; the sparsest such mixture wins). The
-        argmax alone kept a few percent of weight on a domain that only hurts (K=3 face, noise sd 0.01:
-        the best mixture run had median regret 0.009 after 12 trials, the argmax 0.085), a likely cause
-        being the root features of :mod:`dmo_search.gp` (a penalty linear in a weight is flat in its root
-        near zero). Measured on the trials of ``benchmarks/sampler_efficiency.py`` (noise sd 0.01, seeds
-        0-9, each study scored both ways; seed-trials from K + 2 better / worse by more than 0.005):
-        K = 2 72 / 6, K = 3-4 297 / 94 (K=3 face after 12 trials 0.085 -> 0.038, K=4 face after 9 0.123 ->
-        0.025, K=4 interior after 12 0.132 -> 0.158), K = 6 241 / 161, K = 8 252 / 280 (better at the
-        vertices, worse at interiors and faces, K=8 interior after 20 0.438 -> 0.469: optima there have
-        beneficial weights of a few percent, which the noise hides);
-        on trials no choice was made on, seeds 10-19 at K = 2-4 276 / 107 (K=4 interior 0 / 75), the
-        held-out ``mixlaw`` family (noise sd 0.02, K = 2-6, seeds 0-4) 78 / 49, and without noise K = 3-4
-        (seeds 0-4) 26 / 23 (K=4 interior after 9 trials 0.018 -> 0.035) and three K = 8 interior studies
-        0 / 15 (after 30 trials, worst 0.004 -> 0.016). Measured on the
-        same trials and not kept: dropping below ``0.1`` (K=4 interior after 12 trials 0.132 -> 0.228,
-        K=8 interior after 15 on seeds 0-4 0.383 -> 0.757), ``1 / (2K)`` or ``1 / (3K)``; 0.25 to 2 sds;
-        with the bound ``0.1``, also requiring the mixture without the weight to have a posterior sd no
-        larger than the argmax's (K = 3-4 10 / 3: it seldom has) or than the noise sd (the K = 8 interiors
-        still lost: there the GP is confident and wrong).
+        One objective: a weight below a quarter of the uniform share (``1 / (4K)``) is then set to zero (the
+        others renormalised) when the posterior cannot tell the two mixtures apart, the posterior mean of the
+        mixture without it being lower by at most one posterior sd of the difference
+        (:func:`dmo_search.acquisition.drop_negligible_weights`; the sparsest such mixture wins). The argmax
+        alone kept a few percent of weight on a domain that only hurts (K=3 face, noise sd 0.01: the best
+        mixture run had median regret 0.009 after 12 trials, the argmax 0.085), a likely cause being the root
+        features of :mod:`dmo_search.gp` (a penalty linear in a weight is flat in its root near zero). Measured
+        on the trials of ``benchmarks/sampler_efficiency.py`` (noise sd 0.01, seeds 0-9, each study scored both
+        ways; seed-trials from K + 2 better / worse by more than 0.005): K = 2 72 / 6, K = 3-4 297 / 94 (K=3
+        face after 12 trials 0.085 -> 0.038, K=4 face after 9 0.123 -> 0.025, K=4 interior after 12
+        0.132 -> 0.158), K = 6 241 / 161, K = 8 252 / 280 (better at the vertices, worse at interiors and faces,
+        K=8 interior after 20 0.438 -> 0.469: optima there have beneficial weights of a few percent, which the
+        noise hides); on trials no choice was made on, seeds 10-19 at K = 2-4 276 / 107 (K=4 interior 0 / 75),
+        the held-out ``mixlaw`` family (noise sd 0.02, K = 2-6, seeds 0-4) 78 / 49, and without noise K = 3-4
+        (seeds 0-4) 26 / 23 (K=4 interior after 9 trials 0.018 -> 0.035) and three K = 8 interior studies 0 / 15
+        (after 30 trials, worst 0.004 -> 0.016). Measured on the same trials and not kept: dropping below
+        ``0.1`` (K=4 interior after 12 trials 0.132 -> 0.228, K=8 interior after 15 on seeds 0-4
+        0.383 -> 0.757), ``1 / (2K)`` or ``1 / (3K)``; 0.25 to 2 sds; with the bound ``0.1``, also requiring the
+        mixture without the weight to have a posterior sd no larger than the argmax's (K = 3-4 10 / 3: it seldom
+        has) or than the noise sd (the K = 8 interiors still lost: there the GP is confident and wrong).
 
         Two other recommendations under noise were measured on the landscapes of
         ``benchmarks/sampler_efficiency.py`` (noise sd 0.01; K = 2, 3, 4 on seeds 0-9, K = 8 on 0-4,
