@@ -227,13 +227,14 @@ def drop_negligible_weights(
     import torch
     from botorch.posteriors.gpytorch import GPyTorchPosterior
 
-    small = sorted((i for i, x in enumerate(w) if 0.0 < x < below), key=lambda i: (w[i], i))
+    small = [i for i, x in enumerate(w) if 0.0 < x < below]
     if len(small) <= _MAX_SUBSET_WEIGHTS:
         subsets: Iterable[tuple[int, ...]] = (
-            s for size in range(1, len(small) + 1) for s in itertools.combinations(sorted(small), size)
+            s for size in range(1, len(small) + 1) for s in itertools.combinations(small, size)
         )
     else:
-        subsets = (tuple(small[:size]) for size in range(1, len(small) + 1))
+        by_weight = sorted(small, key=lambda i: w[i])  # stable: ties keep index order
+        subsets = (tuple(by_weight[:size]) for size in range(1, len(small) + 1))
     candidates: list[tuple[int, NDArray[np.float64]]] = []
     for subset in subsets:
         c = w.copy()
