@@ -222,21 +222,11 @@ def drop_negligible_weights(
     whose posterior mean is below ``w``'s by at most one posterior sd of the difference, the one with
     the most zeros (then the highest mean) is returned; ``w`` when there is none. One objective only.
     """
-    import itertools
-
     import torch
     from botorch.posteriors.gpytorch import GPyTorchPosterior
 
-    small = [i for i, x in enumerate(w) if 0.0 < x < below]
-    if len(small) <= _MAX_SUBSET_WEIGHTS:
-        subsets: Iterable[tuple[int, ...]] = (
-            s for size in range(1, len(small) + 1) for s in itertools.combinations(small, size)
-        )
-    else:
-        by_weight = sorted(small, key=lambda i: w[i])  # stable: ties keep index order
-        subsets = (tuple(by_weight[:size]) for size in range(1, len(small) + 1))
     candidates: list[tuple[int, NDArray[np.float64]]] = []
-    for subset in subsets:
+    for subset in _negligible_subsets(w, below):
         c = w.copy()
         c[list(subset)] = 0.0
         if c.sum() <= 0.0:
@@ -261,3 +251,16 @@ def drop_negligible_weights(
         if float(drop[j]) <= float(sd[j]) and (best is None or key > best[0]):
             best = (key, c)
     return w if best is None else best[1]
+
+
+def _negligible_subsets(w: NDArray[np.float64], below: float) -> Iterable[tuple[int, ...]]:
+    """The index sets :func:`drop_negligible_weights` tries to zero: every non-empty subset of the
+    weights in ``(0, below)``, or past ``_MAX_SUBSET_WEIGHTS`` of them the ``j`` smallest for each ``j``
+    (nested, in the order of the weights; ties in index order)."""
+    import itertools
+
+    small = [i for i, x in enumerate(w) if 0.0 < x < below]
+    if len(small) <= _MAX_SUBSET_WEIGHTS:
+        return (s for size in range(1, len(small) + 1) for s in itertools.combinations(small, size))
+    by_weight = sorted(small, key=lambda i: w[i])  # stable: ties keep index order
+    return (tuple(by_weight[:size]) for size in range(1, len(small) + 1))

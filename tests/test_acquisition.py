@@ -12,7 +12,13 @@ from botorch.models import SingleTaskGP
 from numpy.typing import NDArray
 
 from dmo_search import gp
-from dmo_search.acquisition import best_mixtures, build_acquisition, drop_negligible_weights, maximise_on_simplex
+from dmo_search.acquisition import (
+    _negligible_subsets,
+    best_mixtures,
+    build_acquisition,
+    drop_negligible_weights,
+    maximise_on_simplex,
+)
 from dmo_search.constraints import MixtureConstraints
 
 torch.set_num_threads(1)
@@ -104,6 +110,22 @@ def test_a_small_weight_the_posterior_says_matters_is_kept() -> None:
     model = _fitted(lambda w: float(np.log(w[2] + 0.01) - (w[0] - w[1]) ** 2), noise=0.0)
     w = np.array([0.48, 0.48, 0.04])
     np.testing.assert_array_equal(drop_negligible_weights(model, w, below=0.25 / 3), w)
+
+
+def test_up_to_ten_small_weights_every_subset_is_tried() -> None:
+    """Three weights under ``below`` (one at it, which is not small): all seven non-empty subsets."""
+    w = np.array([0.5, 0.01, 0.3, 0.02, 0.1, 0.03, 0.04])
+    subsets = list(_negligible_subsets(w, below=0.04))
+    assert sorted(subsets) == sorted([(1,), (3,), (5,), (1, 3), (1, 5), (3, 5), (1, 3, 5)])
+
+
+def test_past_ten_small_weights_only_the_smallest_are_tried() -> None:
+    """Eleven small weights (2047 subsets): the j smallest for each j, in the order of the weights."""
+    small = np.array([0.009, 0.002, 0.008, 0.001, 0.007, 0.003, 0.006, 0.004, 0.005, 0.0055, 0.002])
+    w = np.concatenate([[1.0 - small.sum()], small])
+    subsets = list(_negligible_subsets(w, below=0.01))
+    order = [4, 2, 11, 6, 8, 9, 10, 7, 5, 3, 1]  # indices of w by weight; the tie 0.002 in index order
+    assert subsets == [tuple(order[:j]) for j in range(1, 12)]
 
 
 def test_many_small_weights_are_dropped_smallest_first() -> None:
