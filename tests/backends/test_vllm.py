@@ -399,6 +399,7 @@ def test_engine_death_raises_backend_error_and_restart_recovers(
     w = _mixtures(lora_cfg.n_domains)[2]
     vb.set_mixture(w)
     before = vb.generate(prompts[:8], max_new_tokens=lora_cfg.objective.max_new_tokens)
+    old_sockets = _ipc_sockets(vb)
     pids = vb.engine_core_pids()
     assert pids, "no engine-core process to kill (is VLLM_ENABLE_V1_MULTIPROCESSING=0?)"
     children = [c for pid in pids for c in psutil.Process(pid).children(recursive=True)]
@@ -415,9 +416,28 @@ def test_engine_death_raises_backend_error_and_restart_recovers(
         vb.loglikelihood(prompts[:1], ["1"])
     vb.restart()
     assert vb.is_alive() and vb.current == pytest.approx(w)
+    assert _ipc_sockets(vb).isdisjoint(old_sockets), "the dead engine's IPC sockets were not removed"
     assert vb.generate(prompts[:8], max_new_tokens=lora_cfg.objective.max_new_tokens) == before
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"the dead engine's workers are still running: {[p.pid for p in alive]}"
+
+
+def _ipc_sockets(vb: VLLMBackend) -> set[str]:
+    """The names of the IPC sockets in the backend's own folder (at least one while an engine is alive)."""
+    names = {p.name for p in vb._rpc_dir.iterdir() if p.is_socket()}
+    assert names, f"the engine's IPC sockets are not in {vb._rpc_dir}"
+    return names
+
+
+def test_close_removes_the_engine_ipc_sockets(engines: _Engines) -> None:
+    """vLLM never removes its ZeroMQ socket files; the backend keeps them in its folder and removes them."""
+    import tempfile
+
+    vb = engines.get("lora")
+    names = _ipc_sockets(vb)
+    assert not any((Path(tempfile.gettempdir()) / n).exists() for n in names)
+    engines.close()
+    assert not vb._rpc_dir.exists()
 
 
 def test_mode_resolution(cfg: StudyConfig, lora_cfg: StudyConfig) -> None:
