@@ -23,6 +23,8 @@ it is reset after every swap (vLLM does not do it itself).
 
 If the engine dies, calls raise :class:`~dmo_search.backends.base.BackendError` and
 :meth:`VLLMBackend.restart` starts a new one (re-applying the current mixture).
+If this process dies without closing the backend (SIGKILL, an OOM kill), a watchdog process
+(:mod:`dmo_search.backends.reaper`) stops the engine core, which vLLM would leave running.
 
 Notes:
     Memory (dense mode): besides the engine's own weights, the worker holds a float32 copy of every
@@ -52,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from dmo_search import simplex
+from dmo_search.backends import reaper
 from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded
@@ -303,6 +306,7 @@ class VLLMBackend:
         self._lora_req: Any = None
         self.current: list[float] | None = None
         self.llm: Any = None
+        self._reaper: reaper.Reaper | None = None
         self.start_seconds = 0.0
         self.init_info: dict[str, Any] = {}
         self.last_swap: dict[str, float] = {}
@@ -351,6 +355,12 @@ class VLLMBackend:
                 self.llm = LLM(**self._engine_kwargs())
         except Exception as e:
             raise BackendError(f"vLLM could not start on {self.cfg.base_model}: {type(e).__name__}: {e}") from e
+        # If this process dies without closing the engine (SIGKILL, OOM), the watchdog stops it.
+        try:
+            self._reaper = reaper.watch(self.engine_core_pids(), remove=self._tmp)
+        except Exception as e:
+            self._shutdown()
+            raise BackendError(f"vLLM started, but its watchdog did not: {e}") from e
         if self.mode == "dense":
             experts_json = json.dumps([e.model_dump(mode="json") for e in self.cfg.experts])
             merge = self.cfg.merge
@@ -405,6 +415,9 @@ class VLLMBackend:
             _log.debug("engine shutdown: %s", e)
         del llm
         gc.collect()
+        if self._reaper is not None:
+            self._reaper.release()
+            self._reaper = None
         shutil.rmtree(self._rpc_dir, ignore_errors=True)  # the stopped engine's IPC sockets
 
     def restart(self) -> None:

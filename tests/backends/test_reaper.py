@@ -1,0 +1,128 @@
+"""The engine watchdog with real processes: an owner SIGKILLed, an owner that releases, a pipe end inherited.
+
+No vLLM here (``tests/backends/test_vllm.py`` kills the owner of a real engine): the owner is a small
+script that starts a process tree (one target with a child of its own, one that ignores SIGTERM) and a
+folder, and hands them to :func:`dmo_search.backends.reaper.watch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+_SLEEPER = "import time; time.sleep(600)"
+_STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
+)
+_OWNER = f"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+from dmo_search.backends import reaper
+
+mode, folder = sys.argv[1], Path(sys.argv[2])
+folder.mkdir()
+(folder / "adapter.safetensors").write_bytes(b"weights")
+tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                         "subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}]); time.sleep(600)"])
+stubborn = subprocess.Popen([sys.executable, "-c", {_STUBBORN!r}], stdout=subprocess.PIPE)
+stubborn.stdout.readline()
+while not __import__("psutil").Process(tree.pid).children():
+    time.sleep(0.05)
+watchdog = reaper.watch([tree.pid, stubborn.pid], remove=folder, grace_s=1.0)
+holder = None
+if mode == "fork":  # a child made by a plain fork holds the owner's end of the watchdog's pipe too
+    holder = os.fork()
+    if holder == 0:
+        time.sleep(600)
+        os._exit(0)
+if mode == "release":
+    watchdog.release()
+print(json.dumps({{"targets": [tree.pid, stubborn.pid], "watchdog": watchdog.pid, "holder": holder}}), flush=True)
+time.sleep(600)
+"""
+
+
+def _start_owner(mode: str, folder: Path) -> tuple[subprocess.Popen[str], dict[str, Any], list[psutil.Process]]:
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, mode, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    info = json.loads(owner.stdout.readline())
+    targets = [psutil.Process(pid) for pid in info["targets"]]
+    tree = targets + [c for t in targets for c in t.children(recursive=True)]
+    assert len(tree) == 3, "the first target's own child is missing"
+    return owner, info, tree
+
+
+def _cleanup(owner: subprocess.Popen[str], info: dict[str, Any], tree: list[psutil.Process]) -> None:
+    extra = [info["holder"]] if info.get("holder") else []
+    for p in [*tree, *(psutil.Process(pid) for pid in extra if psutil.pid_exists(pid))]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    owner.kill()
+    owner.wait()
+
+
+def _gone_within(procs: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(procs, timeout=seconds)
+    return alive
+
+
+@pytest.mark.parametrize("mode", ["plain", "fork"])
+def test_owner_killed_stops_the_tree_and_removes_the_folder(tmp_path: Path, mode: str) -> None:
+    """SIGKILL the owner: every watched process and its child exit (the one ignoring SIGTERM by SIGKILL)
+    and the folder is removed; with ``fork`` the watchdog sees the death by polling, not by the pipe."""
+    folder = tmp_path / "engine-tmp"
+    owner, info, tree = _start_owner(mode, folder)
+    try:
+        assert all(p.is_running() for p in tree) and folder.is_dir()
+        watchdog = psutil.Process(info["watchdog"])
+        t0 = time.monotonic()
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        alive = _gone_within(tree, 30)
+        assert not alive, f"still running after the owner's death: {[p.pid for p in alive]}"
+        deadline = time.monotonic() + 10
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not folder.exists()
+        # the stubborn target ignored SIGTERM: it went at SIGKILL, after the 1 s grace
+        assert time.monotonic() - t0 >= 1.0
+        assert not _gone_within([watchdog], 10), "the watchdog did not exit after its work"
+    finally:
+        _cleanup(owner, info, tree)
+
+
+def test_release_leaves_everything_alone(tmp_path: Path) -> None:
+    """After ``release`` (a normal shutdown) the watchdog exits, and the owner's death signals nothing."""
+    folder = tmp_path / "engine-tmp"
+    owner, info, tree = _start_owner("release", folder)
+    try:
+        assert not psutil.pid_exists(info["watchdog"]), "release() returns once the watchdog has exited"
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        time.sleep(2.5)  # longer than the watchdog's poll and grace
+        assert all(p.is_running() for p in tree)
+        assert (folder / "adapter.safetensors").is_file()
+    finally:
+        _cleanup(owner, info, tree)
+
+
+def test_a_watchdog_that_does_not_start_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watchdog that exits before it says it is watching raises, with its exit code (not a silent no-op)."""
+    from dmo_search.backends import reaper
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        reaper.watch([os.getpid()])
