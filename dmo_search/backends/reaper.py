@@ -32,7 +32,7 @@ import psutil
 __all__ = ["Reaper", "main", "watch"]
 
 # Seconds the watched processes get to exit after SIGTERM (vLLM's engine core shuts down gracefully on
-# it; an orphaned one took between 3 and 13 s here) before SIGKILL.
+# it; an orphaned toy-world engine took about 5 s here) before SIGKILL.
 TERM_GRACE_S = 10.0
 # How often the watchdog also checks the owner's pid (for an owner whose pipe end another process
 # inherited, e.g. a child made by a plain fork).

