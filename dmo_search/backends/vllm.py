@@ -24,7 +24,7 @@ it is reset after every swap (vLLM does not do it itself).
 If the engine dies, calls raise :class:`~dmo_search.backends.base.BackendError` and
 :meth:`VLLMBackend.restart` starts a new one (re-applying the current mixture).
 If this process dies without closing the backend (SIGKILL, an OOM kill), a watchdog process
-(:mod:`dmo_search.backends.reaper`) stops the engine core, which vLLM would leave running.
+(:mod:`dmo_search.reaper`) stops the engine core, which vLLM would leave running.
 
 Notes:
     Memory (dense mode): besides the engine's own weights, the worker holds a float32 copy of every
@@ -53,8 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 
-from dmo_search import simplex
-from dmo_search.backends import reaper
+from dmo_search import reaper, simplex
 from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dmo_search import reaper
 from dmo_search.promote.config import RecipeConfig
 from dmo_search.promote.train import Row, VisionRow, train_loop
 
@@ -227,6 +228,9 @@ def run_external(
     The template's ``{data}``, ``{output_dir}``, ``{weights}`` (``name=w,...``) and ``{base_model}``
     are filled in (shell-quoted) and the command runs through the shell; its output goes to
     ``log_path``. What it writes under ``output_dir/trained`` (a checkpoint or an adapter) is the model.
+    If this process dies while the command runs, a watchdog (:mod:`dmo_search.reaper`) stops the command
+    and what it started (SIGTERM, SIGKILL 10 s later), so that a resumed promotion does not train a second
+    copy into the same folder beside it.
 
     Raises:
         SFTError: the command exits non-zero (the message names the log) or writes no model.
@@ -241,7 +245,17 @@ def run_external(
     )
     t0 = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.run(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT)
+        # If this process dies (SIGKILL, OOM), the command must not train on: a resumed `promote`
+        # retrains this run into the same folder.
+        watchdog = reaper.watch([proc.pid])
+        try:
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted here (Ctrl-C): the command and its children go with us
+                watchdog.stop()
+            else:
+                watchdog.release()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SFTError(f"promotion.command exited with {proc.returncode}; see {log_path}")

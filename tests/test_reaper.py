@@ -2,7 +2,7 @@
 
 No vLLM here (``tests/backends/test_vllm.py`` kills the owner of a real engine): the owner is a small
 script that starts a process tree (one target with a child of its own, one that ignores SIGTERM) and a
-folder, and hands them to :func:`dmo_search.backends.reaper.watch`.
+folder, and hands them to :func:`dmo_search.reaper.watch`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _STUBBORN = (
 _OWNER = f"""
 import json, os, subprocess, sys, time
 from pathlib import Path
-from dmo_search.backends import reaper
+from dmo_search import reaper
 
 mode, folder = sys.argv[1], Path(sys.argv[2])
 folder.mkdir()
@@ -118,7 +118,7 @@ def test_release_leaves_everything_alone(tmp_path: Path) -> None:
 
 def test_a_watchdog_that_does_not_start_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A watchdog that exits before it says it is watching raises, with its exit code (not a silent no-op)."""
-    from dmo_search.backends import reaper
+    from dmo_search import reaper
 
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nexit 3\n")
