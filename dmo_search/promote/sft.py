@@ -248,7 +248,12 @@ def run_external(
         proc = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT)
         # If this process dies (SIGKILL, OOM), the command must not train on: a resumed `promote`
         # retrains this run into the same folder.
-        watchdog = reaper.watch([proc.pid])
+        try:
+            watchdog = reaper.watch([proc.pid])
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         try:
             proc.wait()
         finally:
