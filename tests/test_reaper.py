@@ -1,4 +1,4 @@
-"""The engine watchdog with real processes: an owner SIGKILLed, an owner that releases, a pipe end inherited.
+"""The watchdog (:mod:`dmo_search.reaper`) with real processes: an owner SIGKILLed, one that releases, a fork.
 
 No vLLM here (``tests/backends/test_vllm.py`` kills the owner of a real engine): the owner is a small
 script that starts a process tree (one target with a child of its own, one that ignores SIGTERM) and a
