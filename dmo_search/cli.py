@@ -10,9 +10,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -648,15 +650,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it unwinds as on Ctrl-C (engines closed, DB released)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's preemption, ``docker stop``) raises :class:`Terminated` in the main
+    thread instead of ending the process where it stands, which skipped every ``finally``."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave the handler alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dmo-search`` console script."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return int(args.fn(args))
-    except KeyboardInterrupt:
-        print("interrupted; `dmo-search resume STUDY` continues where this stopped", file=sys.stderr)
-        return 130
+        with _sigterm_unwinds():
+            return int(args.fn(args))
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}; `dmo-search resume STUDY` continues where this stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except Exception as e:
         if os.environ.get("DMO_DEBUG"):
             traceback.print_exc()

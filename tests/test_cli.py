@@ -1,4 +1,4 @@
-"""The CLI end to end on the toy world: launch, status/best/eval --json, export, and resume after SIGKILL."""
+"""The CLI end to end on the toy world: launch, status/best/eval --json, export, and resume after SIGKILL or SIGTERM."""
 
 from __future__ import annotations
 
@@ -196,9 +196,11 @@ def test_eval_refuses_a_mixture_outside_the_constraints(
     assert "violates" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_sigkill_then_resume(toy_world: Any, tmp_path: Path) -> None:
-    """Kill `launch` mid-trial with SIGKILL, then `resume`: the budget completes, the killed trial is
-    FAILED (not RUNNING forever), nothing completed is lost and trial numbers never repeat."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_kill_then_resume(toy_world: Any, tmp_path: Path, sig: signal.Signals) -> None:
+    """Kill `launch` mid-trial, then `resume`: the budget completes, the killed trial is FAILED (not
+    RUNNING forever), nothing completed is lost and trial numbers never repeat. SIGTERM unwinds (exit
+    143, with the resume hint); SIGKILL cannot."""
     cfg = small_config(
         toy_world.root,
         tmp_path,
@@ -226,12 +228,17 @@ def test_sigkill_then_resume(toy_world: Any, tmp_path: Path) -> None:
             time.sleep(0.05)
         else:
             pytest.fail("launch did not reach a running third trial in time")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        proc.send_signal(sig)
+        proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, (tmp_path / "launch.log").read_text()[-2000:]
+        assert "terminated (SIGTERM); `dmo-search resume STUDY` continues" in (tmp_path / "launch.log").read_text()
+    else:
+        assert proc.returncode == -signal.SIGKILL
     before = db_states(db)
     completed_before = {n for n, s in before if s == "COMPLETE"}
     assert any(s == "RUNNING" for _, s in before)
