@@ -40,6 +40,7 @@ TERM_GRACE_S = 10.0
 # How often the watchdog also checks the owner's pid (for an owner whose pipe end another process
 # inherited, e.g. a child made by a plain fork).
 _POLL_S = 1.0
+# What the owner writes to release the watchdog (any bytes before end of file do).
 _RELEASE = b"release\n"
 
 
@@ -105,7 +106,7 @@ def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = T
     if ready.strip() != b"watching":
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"the engine's watchdog did not start (exit code {proc.returncode})")
+        raise RuntimeError(f"the watchdog process did not start (exit code {proc.returncode})")
     return Reaper(proc)
 
 
@@ -157,20 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.flush()
 
     fd = sys.stdin.fileno()
-    released = False
-    buf = b""
     while True:
         readable, _, _ = select.select([fd], [], [], _POLL_S)
         if readable:
-            chunk = os.read(fd, 64)
-            if not chunk:  # end of file: the owner is gone, or closed the pipe without releasing
-                released = buf.endswith(_RELEASE)
-                break
-            buf = (buf + chunk)[-len(_RELEASE) :]
-        elif not _owner_alive(owner):
+            if os.read(fd, 64):  # the owner only ever writes its release
+                return 0
+            break  # end of file: the owner is gone, or closed the pipe without releasing (stop)
+        if not _owner_alive(owner):
             break
-    if released:
-        return 0
     _stop(watched, args.grace)
     if args.remove is not None:
         shutil.rmtree(args.remove, ignore_errors=True)
