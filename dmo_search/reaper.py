@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Reaper", "main", "watch"]
+__all__ = ["Reaper", "main", "stop_tree", "watch"]
 
 # Seconds the watched processes get to exit after SIGTERM (vLLM's engine core shuts down gracefully on
 # it; an orphaned toy-world engine took about 5 s here) before SIGKILL.
@@ -110,7 +110,7 @@ def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = T
     return Reaper(proc)
 
 
-def _stop(watched: list[psutil.Process], grace_s: float) -> None:
+def stop_tree(watched: Sequence[psutil.Process], grace_s: float = TERM_GRACE_S) -> None:
     """SIGTERM ``watched`` and all their descendants, and SIGKILL those left after ``grace_s`` seconds.
 
     vLLM's engine core and its workers shut down on SIGTERM; multiprocessing's resource tracker ignores
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             break  # end of file: the owner is gone, or closed the pipe without releasing (stop)
         if not _owner_alive(owner):
             break
-    _stop(watched, args.grace)
+    stop_tree(watched, args.grace)
     if args.remove is not None:
         shutil.rmtree(args.remove, ignore_errors=True)
     return 0

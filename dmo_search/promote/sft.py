@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from dmo_search import reaper
 from dmo_search.promote.config import RecipeConfig
 from dmo_search.promote.train import Row, VisionRow, train_loop
@@ -250,8 +252,8 @@ def run_external(
         # retrains this run into the same folder.
         try:
             watchdog = reaper.watch([proc.pid])
-        except BaseException:
-            proc.kill()
+        except BaseException:  # no watchdog: stop the command and what it started already, here
+            reaper.stop_tree([psutil.Process(proc.pid)])
             proc.wait()
             raise
         try:
