@@ -681,9 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_unwinds():
             return int(args.fn(args))
     except KeyboardInterrupt as e:
-        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        terminated = isinstance(e, Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
         print(f"{what}; `dmo-search resume STUDY` continues where this stopped", file=sys.stderr)
-        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+        return 128 + signal.SIGTERM if terminated else 130
     except Exception as e:
         if os.environ.get("DMO_DEBUG"):
             traceback.print_exc()
