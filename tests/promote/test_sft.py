@@ -84,7 +84,6 @@ def test_the_command_stops_when_the_promotion_is_killed(tmp_path: Path) -> None:
                 p.kill()
 
 
-
 def test_a_command_whose_watchdog_cannot_start_is_stopped_with_its_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
