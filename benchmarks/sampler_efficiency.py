@@ -325,13 +325,16 @@ def run_one(
     seed: int,
     n_trials: int,
     gp_design: str = "space-filling",
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> Run:
     """One study of ``n_trials`` trials; the regret of the sampler's recommendation, and of the best
-    mixture run so far (scored without noise), is recorded after every trial."""
+    mixture run so far (scored without noise), is recorded after every trial. ``sampler``, if given, is
+    used instead of the one ``sampler_name`` makes (a variant of it, e.g. another acquisition search)."""
     k = land.n_domains
     names = simplex.param_names(k)
     noise_rng = np.random.default_rng([seed, 7919])
-    sampler = make_sampler(sampler_name, k, seed=seed, initial_design=gp_design)
+    if sampler is None:
+        sampler = make_sampler(sampler_name, k, seed=seed, initial_design=gp_design)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     if sampler_name == "grid":
         design = simplex.paper_design(k)
