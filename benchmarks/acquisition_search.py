@@ -15,9 +15,7 @@ the GP and its acquisition ask for, not because their maximum was missed.
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -69,26 +67,14 @@ def _second_search(restarts: int, raw_samples: int, out: list[tuple[float, float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--k", type=int, default=8, choices=sorted(bench.CHECKPOINTS), help="domains (default 8)")
-    parser.add_argument("--kind", default="interior", choices=bench.KINDS, help="landscape kind (default interior)")
-    parser.add_argument("--seed", type=int, default=12, help="landscape and sampler seed (default 12)")
-    parser.add_argument("--noise", type=float, default=0.0, help="observation noise sd (default 0)")
+    parser = bench.one_study_parser(__doc__)
     parser.add_argument("--restarts", type=int, default=40, help="the larger search's SLSQP starts (default 40)")
     parser.add_argument("--raw-samples", type=int, default=2048, help="its draws to pick starts from (default 2048)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     if args.restarts < 1 or args.raw_samples < args.restarts:
         parser.error("--restarts must be >= 1 and --raw-samples >= --restarts")
 
-    import optuna
-    import torch
-
-    torch.set_num_threads(args.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    land = bench.make_landscape(args.kind, args.k, args.seed)
-    n_trials = bench.CHECKPOINTS[args.k][-1]
-    setting = f"K={args.k} {args.kind} seed={args.seed} noise={args.noise}"
+    land, n_trials, setting = bench.one_study_setting(args)
 
     pairs: list[tuple[float, float, float, float]] = []
     print(f"{setting}: the default search's study, each proposal searched again ...", file=sys.stderr, flush=True)
@@ -111,15 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gp-simplex", land, noise=args.noise, seed=args.seed, n_trials=n_trials, sampler=larger_sampler
     )
     print("\n## normalised regret of the recommendation after n trials (best mixture run in brackets)")
-    cps = bench.CHECKPOINTS[args.k]
-    print(f"  {'search':<22}" + "".join(f"{f'n={n}':>16}" for n in cps) + f"{'seconds':>10}")
-    for name, run in (
-        (f"{DEFAULT_RESTARTS} from {DEFAULT_RAW}", default),
-        (f"{args.restarts} from {args.raw_samples}", larger),
+    for line in bench.checkpoint_rows(
+        [(f"{DEFAULT_RESTARTS} from {DEFAULT_RAW}", default), (f"{args.restarts} from {args.raw_samples}", larger)],
+        bench.CHECKPOINTS[args.k],
+        label="search",
     ):
-        tried = run.tried or {}
-        cells = "".join(f"{f'{run.regret[n]:.3f} ({tried.get(n, math.nan):.3f})':>16}" for n in cps)
-        print(f"  {name:<22}{cells}{run.seconds:>10.0f}")
+        print(line)
     print(f"  run time, larger / default search: {larger.seconds / default.seconds:.1f}x")
     return 0
 

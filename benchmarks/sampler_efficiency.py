@@ -368,6 +368,39 @@ def run_one(
     return Run(sampler_name, k, land.kind, noise, seed, regret, seconds, share, tried)
 
 
+def one_study_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments of a script that diagnoses one study (``--k --kind --seed --noise --threads``;
+    default: the K = 8 interior landscape of seed 12, the noiseless study over the worst-seed goal)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, default=8, choices=sorted(CHECKPOINTS), help="domains (default 8)")
+    parser.add_argument("--kind", default="interior", choices=KINDS, help="landscape kind (default interior)")
+    parser.add_argument("--seed", type=int, default=12, help="landscape and sampler seed (default 12)")
+    parser.add_argument("--noise", type=float, default=0.0, help="observation noise sd (default 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return parser
+
+
+def one_study_setting(args: argparse.Namespace) -> tuple[LandscapeBase, int, str]:
+    """Quiet Optuna, set torch's threads; the study's landscape, its trials and a label for its progress."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    land = make_landscape(args.kind, args.k, args.seed)
+    return land, CHECKPOINTS[args.k][-1], f"K={args.k} {args.kind} seed={args.seed} noise={args.noise}"
+
+
+def checkpoint_rows(runs: Sequence[tuple[str, Run]], checkpoints: Sequence[int], *, label: str = "study") -> list[str]:
+    """Lines of a table: each named run's regret after each checkpoint, the best mixture run's in
+    brackets, and its seconds (the diagnostic scripts print two variants of one study so)."""
+    lines = [f"  {label:<22}" + "".join(f"{f'n={n}':>16}" for n in checkpoints) + f"{'seconds':>10}"]
+    for name, run in runs:
+        tried = run.tried or {}
+        cells = "".join(f"{f'{run.regret[n]:.3f} ({tried.get(n, math.nan):.3f})':>16}" for n in checkpoints)
+        lines.append(f"  {name:<22}{cells}{run.seconds:>10.0f}")
+    return lines
+
+
 def proposal_latency(sampler_name: str, n_domains: int, n_completed: int = 100, repeats: int = 3) -> float:
     """Median seconds of one proposal in a study with ``n_completed`` completed trials."""
     land = make_landscape("interior", n_domains, 0)
