@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sampler_efficiency as bench
 
 from dmo_search import sampler as sampler_module
+from dmo_search import simplex
 from dmo_search.sampler import SimplexGPSampler
 
 # The search SimplexGPSampler runs by default (its n_restarts and raw_samples).
@@ -56,7 +57,7 @@ def _second_search(restarts: int, raw_samples: int, out: list[tuple[float, float
             seconds = time.perf_counter() - t0
             with torch.no_grad():
                 a, b = (float(acqf(torch.from_numpy(c).unsqueeze(0))) for c in (chosen, larger))
-            out.append((a, b, float(np.abs(chosen - larger).sum()) / 2, seconds))
+            out.append((a, b, float(simplex.data_moved(chosen, larger)), seconds))
         return chosen
 
     sampler_module.maximise_on_simplex = both

@@ -70,11 +70,12 @@ def fit_starts(starts: int, out: list[Fit], *, keep_best: bool = False, seed: in
         optimizer_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        kw = {"closure": closure, "optimizer": optimizer, **kwargs}
-        kw |= {"closure_kwargs": closure_kwargs, "optimizer_kwargs": optimizer_kwargs}
+        def refit() -> None:
+            original(mll, closure, optimizer, closure_kwargs, optimizer_kwargs, **kwargs)
+
         model = mll.model
         start = copy.deepcopy(model.state_dict())
-        original(mll, **kw)
+        refit()
         default = best = gp._log_evidence(model)
         default_state = best_state = copy.deepcopy(model.state_dict())
         rng = torch.Generator().manual_seed(seed * 100_003 + len(out))
@@ -88,7 +89,7 @@ def fit_starts(starts: int, out: list[Fit], *, keep_best: bool = False, seed: in
             lower = float(kernel.raw_lengthscale_constraint.lower_bound)
             kernel.lengthscale = (lengthscale * torch.exp((2 * u - 1) * math.log(SPREAD))).clamp_min(lower)
             try:
-                original(mll, **kw)
+                refit()
             except gp.model_errors():
                 continue
             value = gp._log_evidence(model)
