@@ -57,7 +57,7 @@ def _second_search(restarts: int, raw_samples: int, out: list[tuple[float, float
             seconds = time.perf_counter() - t0
             with torch.no_grad():
                 a, b = (float(acqf(torch.from_numpy(c).unsqueeze(0))) for c in (chosen, larger))
-            out.append((a, b, float(simplex.data_moved(chosen, larger)), seconds))
+            out.append((a, b, float(simplex.data_moved(chosen, larger).sum()), seconds))
         return chosen
 
     sampler_module.maximise_on_simplex = both
