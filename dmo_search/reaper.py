@@ -16,6 +16,11 @@ watchdog reads end-of-file and stops the watched processes and their children (S
 after a grace period) and removes the owner's temporary folder. :meth:`Reaper.release` (a normal
 shutdown) tells it to exit without touching anything; :meth:`Reaper.stop` stops them now. Processes
 are matched by pid *and* start time, so a pid reused by an unrelated process is never signalled.
+
+A watchdog started with ``adopt=True`` before the processes it guards also watches every child the
+owner starts from then on, until :meth:`Reaper.set_watched` names the processes: an owner killed while
+vLLM starts its engine (half a minute on a CPU, minutes on a GPU, before the engine core's pid is
+known) otherwise left the engine core running, with nobody to stop it, and its folder in ``/dev/shm``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import select
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import psutil
@@ -40,8 +45,12 @@ TERM_GRACE_S = 10.0
 # How often the watchdog also checks the owner's pid (for an owner whose pipe end another process
 # inherited, e.g. a child made by a plain fork).
 _POLL_S = 1.0
-# What the owner writes to release the watchdog (any bytes before end of file do).
-_RELEASE = b"release\n"
+# How often an adopting watchdog looks for the owner's new children.
+_ADOPT_POLL_S = 0.1
+# The owner's messages, one per line: exit touching nothing; stop everything now; watch exactly these pids.
+_RELEASE = b"release"
+_STOP = b"stop"
+_WATCH = b"watch"
 
 
 class Reaper:
@@ -55,14 +64,39 @@ class Reaper:
         """The watchdog's process id."""
         return self.proc.pid
 
+    def set_watched(self, pids: Sequence[int]) -> None:
+        """Watch exactly ``pids`` from now on, and stop adopting the owner's new children.
+
+        Raises:
+            RuntimeError: the watchdog is not running.
+        """
+        self._send(b" ".join([_WATCH, *(str(int(pid)).encode() for pid in pids)]))
+
     def release(self) -> None:
         """The owner shut its processes down itself: the watchdog exits and signals nothing."""
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.write(_RELEASE)
-                self.proc.stdin.flush()
-            except OSError:  # it exited already
-                pass
+        with contextlib.suppress(RuntimeError):  # it exited already
+            self._send(_RELEASE)
+        self._close()
+
+    def stop(self) -> None:
+        """Stop the watched processes now, as if the owner had died, and wait until that is done."""
+        # Said, not left to end-of-file: a process forked from the owner may hold the pipe's end too.
+        with contextlib.suppress(RuntimeError):
+            self._send(_STOP)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+    def _send(self, message: bytes) -> None:
+        if self.proc.stdin is None or self.proc.stdin.closed or self.proc.poll() is not None:
+            raise RuntimeError(f"the watchdog process is not running (exit code {self.proc.returncode})")
+        try:
+            self.proc.stdin.write(message + b"\n")
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise RuntimeError(f"the watchdog process is not running ({e})") from e
+
+    def _close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         try:
@@ -71,19 +105,17 @@ class Reaper:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self) -> None:
-        """Stop the watched processes now, as if the owner had died, and wait until that is done."""
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()  # end of file without the release line
-        self.proc.wait()
 
-
-def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = TERM_GRACE_S) -> Reaper:
+def watch(
+    pids: Sequence[int], remove: Path | None = None, *, adopt: bool = False, grace_s: float = TERM_GRACE_S
+) -> Reaper:
     """Start a watchdog that stops ``pids`` (and their children) and removes ``remove`` if this process dies.
 
     Args:
         pids: the processes to stop (an engine's core processes); may be empty.
         remove: a folder to delete then (the owner's temporary files); None for none.
+        adopt: also stop every child this process starts after this call, until
+            :meth:`Reaper.set_watched` names the processes (start the watchdog first, then the processes).
         grace_s: seconds between SIGTERM and SIGKILL.
 
     Raises:
@@ -93,6 +125,8 @@ def watch(pids: Sequence[int], remove: Path | None = None, *, grace_s: float = T
     cmd += [arg for pid in pids for arg in ("--pid", str(pid))]
     if remove is not None:
         cmd += ["--remove", str(remove)]
+    if adopt:
+        cmd.append("--adopt")
     cmd += ["--grace", str(grace_s)]
     proc = subprocess.Popen(
         cmd,
@@ -138,11 +172,14 @@ def _owner_alive(owner: psutil.Process) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The watchdog process: ``python -m dmo_search.reaper --owner PID [--pid PID ...] [--remove DIR]``."""
+    """The watchdog process: ``python -m dmo_search.reaper --owner PID [--pid PID ...] [--remove DIR] [--adopt]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--owner", type=int, required=True, help="the process whose death triggers the stop")
     parser.add_argument("--pid", type=int, action="append", default=[], help="a process to stop (repeatable)")
     parser.add_argument("--remove", type=Path, help="a folder to delete after stopping them")
+    parser.add_argument(
+        "--adopt", action="store_true", help="also stop the owner's new children, until it names its processes"
+    )
     parser.add_argument("--grace", type=float, default=TERM_GRACE_S, help="seconds between SIGTERM and SIGKILL")
     args = parser.parse_args(argv)
 
@@ -150,26 +187,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         owner = psutil.Process(args.owner)
     except psutil.Error:
         return 1
-    watched: list[psutil.Process] = []
-    for pid in args.pid:
-        with contextlib.suppress(psutil.NoSuchProcess):  # a Process is its pid and its start time
-            watched.append(psutil.Process(pid))
+    watched = _processes(args.pid)
+    adopting = args.adopt
+    # Children the owner had before (this watchdog among them) are not adopted.
+    known = set(_children(owner)) if adopting else set()
     sys.stdout.write("watching\n")
     sys.stdout.flush()
 
     fd = sys.stdin.fileno()
+    pending = b""
     while True:
-        readable, _, _ = select.select([fd], [], [], _POLL_S)
+        readable, _, _ = select.select([fd], [], [], _ADOPT_POLL_S if adopting else _POLL_S)
+        if adopting:
+            new = [c for c in _children(owner) if c not in known]
+            known.update(new)
+            watched += new
         if readable:
-            if os.read(fd, 64):  # the owner only ever writes its release
+            data = os.read(fd, 4096)
+            if not data:
+                break  # end of file: the owner is gone, or closed the pipe without releasing
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            words = [line.split() for line in lines if line.strip()]
+            if any(w[0] == _RELEASE for w in words):
                 return 0
-            break  # end of file: the owner is gone, or closed the pipe without releasing (stop)
-        if not _owner_alive(owner):
+            for w in words:
+                if w[0] == _WATCH:
+                    watched, adopting = _processes(int(pid) for pid in w[1:]), False
+            if any(w[0] == _STOP for w in words):
+                break
+        elif not _owner_alive(owner):
             break
     stop_tree(watched, args.grace)
     if args.remove is not None:
         shutil.rmtree(args.remove, ignore_errors=True)
     return 0
+
+
+def _processes(pids: Iterable[int]) -> list[psutil.Process]:
+    """The processes of ``pids`` that exist (a Process is its pid and its start time)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.append(psutil.Process(pid))
+    return found
+
+
+def _children(owner: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [c for c in owner.children() if c.pid != os.getpid()]
+    except psutil.Error:  # the owner is gone
+        return []
 
 
 if __name__ == "__main__":

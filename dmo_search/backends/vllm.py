@@ -48,6 +48,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -352,17 +353,29 @@ class VLLMBackend:
         from vllm import LLM
 
         t0 = time.perf_counter()
+        self._tmp.mkdir(exist_ok=True)  # a failed start's watchdog removed it
+        # If this process dies without closing the engine (SIGKILL, OOM, a preempted job), the watchdog
+        # stops it. It starts first and adopts what the engine's start-up starts, until the engine core's
+        # pids are known: a kill during the start-up otherwise left the engine core running for good.
+        resource_tracker.ensure_running()  # shared by every engine: started before, not adopted
+        try:
+            self._reaper = reaper.watch([], remove=self._tmp, adopt=True)
+        except Exception as e:
+            raise BackendError(f"the vLLM engine's watchdog did not start: {e}") from e
         try:
             with _rpc_sockets_in(self._rpc_dir):
                 self.llm = LLM(**self._engine_kwargs())
-        except Exception as e:
-            raise BackendError(f"vLLM could not start on {self.cfg.base_model}: {type(e).__name__}: {e}") from e
-        # If this process dies without closing the engine (SIGKILL, OOM), the watchdog stops it.
+        except BaseException as e:
+            self._reaper.stop()  # what the failed start left running
+            self._reaper = None
+            if isinstance(e, Exception):
+                raise BackendError(f"vLLM could not start on {self.cfg.base_model}: {type(e).__name__}: {e}") from e
+            raise
         try:
-            self._reaper = reaper.watch(self.engine_core_pids(), remove=self._tmp)
+            self._reaper.set_watched(self.engine_core_pids())
         except Exception as e:
             self._shutdown()
-            raise BackendError(f"vLLM started, but its watchdog did not: {e}") from e
+            raise BackendError(f"vLLM started, but its watchdog stopped: {e}") from e
         if self.mode == "dense":
             experts_json = json.dumps([e.model_dump(mode="json") for e in self.cfg.experts])
             merge = self.cfg.merge

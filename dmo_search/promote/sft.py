@@ -247,22 +247,21 @@ def run_external(
     )
     t0 = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT)
         # If this process dies (SIGKILL, OOM), the command must not train on: a resumed `promote`
-        # retrains this run into the same folder.
+        # retrains this run into the same folder. The watchdog starts first and adopts the command from
+        # its first instant (no watchdog, no command).
+        watchdog = reaper.watch([], adopt=True)
+        proc: subprocess.Popen[bytes] | None = None
         try:
-            watchdog = reaper.watch([proc.pid])
-        except BaseException:  # no watchdog: stop the command and what it started already, here
-            reaper.stop_tree([psutil.Process(proc.pid)])
-            proc.wait()
-            raise
-        try:
+            proc = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT)
+            watchdog.set_watched([proc.pid])
             proc.wait()
         finally:
-            if proc.poll() is None:  # interrupted here (Ctrl-C): the command and its children go with us
-                watchdog.stop()
-            else:
-                watchdog.release()
+            if proc is not None and proc.poll() is None:
+                # interrupted here (Ctrl-C), or the watchdog is gone: the command and its children go with us
+                reaper.stop_tree([psutil.Process(proc.pid)])
+                proc.wait()
+            watchdog.release()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SFTError(f"promotion.command exited with {proc.returncode}; see {log_path}")

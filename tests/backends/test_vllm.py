@@ -14,6 +14,7 @@ with a tokenizer, two LoRA experts and one full fine-tune, built here in seconds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -483,6 +484,62 @@ def test_engine_of_a_sigkilled_owner_is_stopped(cfg: StudyConfig, tmp_path: Path
     while Path(info["tmp"]).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(info["tmp"]).exists()
+
+
+_STARTING_OWNER = """
+import sys
+from dmo_search.backends.vllm import VLLMBackend
+from dmo_search.config import StudyConfig
+
+if __name__ == "__main__":
+    VLLMBackend(StudyConfig.model_validate_json(open(sys.argv[1]).read()))
+    print("started", flush=True)
+"""
+
+
+def test_engine_of_an_owner_killed_during_start_up_is_stopped(cfg: StudyConfig, tmp_path: Path) -> None:
+    """SIGKILL the owner while vLLM starts its engine, before the engine core's pid is known: the watchdog,
+    started first, adopted the engine core and stops it, and removes the backend's folder (before, both
+    stayed: the engine core with about 1 GB of RAM and 400 MB of ``/dev/shm``)."""
+    import psutil
+
+    shm = Path("/dev/shm")
+    before = set(shm.glob("dmo-vllm-*"))
+    (tmp_path / "cfg.json").write_text(_with(cfg, name="vllm", mode="dense").model_dump_json())
+    (tmp_path / "owner.py").write_text(_STARTING_OWNER)
+    log = (tmp_path / "owner.log").open("w")
+    owner = subprocess.Popen(
+        [sys.executable, str(tmp_path / "owner.py"), str(tmp_path / "cfg.json")], stdout=log, stderr=log
+    )
+    seen: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while owner.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                seen = [*seen, *(c for c in psutil.Process(owner.pid).children(recursive=True) if c not in seen)]
+            if any("EngineCore" in p.name() for p in seen if p.is_running()):
+                break
+            time.sleep(0.1)
+        assert owner.poll() is None, f"the owner exited first: {(tmp_path / 'owner.log').read_text()[-3000:]}"
+        engine = [p for p in seen if "EngineCore" in p.name()]
+        assert engine, "no engine core appeared within 120 s"
+        time.sleep(1.0)  # the engine core is starting: its pid is not yet known to the backend
+        assert "started" not in (tmp_path / "owner.log").read_text()
+        owner.kill()
+        owner.wait()
+        _, alive = psutil.wait_procs(seen, timeout=60)
+        assert not alive, f"the starting engine outlived its owner: {[(p.pid, p.name()) for p in alive]}"
+        deadline = time.monotonic() + 30
+        while (left := set(shm.glob("dmo-vllm-*")) - before) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"the backend's folder was left: {left}"
+    finally:
+        owner.kill()
+        owner.wait()
+        log.close()
+        for p in seen:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
 
 def test_mode_resolution(cfg: StudyConfig, lora_cfg: StudyConfig) -> None:
