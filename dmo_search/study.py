@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("dmo_search")
+# The study attribute that holds the dmo-search version that created it (written first).
+_VERSION_ATTR = "dmo_search_version"
 #: User attribute of a trial that a worker failed unrun: it was claimed while the DB restarted, and
 #: other workers took its place in the study's budget meanwhile.
 OVER_BUDGET_ATTR = "over_budget"
@@ -203,11 +205,16 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
     url = cfg.storage_url()
     storage = open_storage(url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period)
     cfg_json = json.loads(cfg.to_json())
+    fingerprints = _fingerprints(cfg)
     existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
     if cfg.study_name in existing:
         study = optuna.load_study(study_name=cfg.study_name, storage=storage)
         study.sampler = _sampler_for(cfg, len(study.trials))
         stored = study.user_attrs.get("config")
+        if stored is None and _unfinished_setup(study):
+            _log.warning(f"study {cfg.study_name!r}: its first launch stopped while creating it; creating it again")
+            optuna.delete_study(study_name=cfg.study_name, storage=storage)
+            return _create_study(cfg, storage, cfg_json, fingerprints)
         if stored is None:
             raise StudyError(
                 f"study {cfg.study_name!r} in {url} was not made by dmo-search; choose another --study-name"
@@ -219,7 +226,7 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
                 "its trials cannot be continued with another K. Launch a new study with --study-name NAME"
             )
         diffs = _diff(_identity(_current_schema(stored)), _identity(cfg_json))
-        fp_diffs = _diff(study.user_attrs.get("fingerprints", {}), _fingerprints(cfg))
+        fp_diffs = _diff(study.user_attrs.get("fingerprints", {}), fingerprints)
         if (diffs or fp_diffs) and not force:
             lines = "\n  ".join((diffs + [f"model files changed: {d}" for d in fp_diffs])[:12])
             raise StudyError(
@@ -228,18 +235,42 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
             )
         study.set_user_attr("config", cfg_json)
         return study
+    return _create_study(cfg, storage, cfg_json, fingerprints)
+
+
+def _create_study(
+    cfg: StudyConfig, storage: RDBStorage, cfg_json: dict[str, Any], fingerprints: dict[str, str]
+) -> optuna.Study:
+    """Create the study: its version first (made by dmo-search), the designs, the config last.
+
+    Each write is its own commit. A study without its config is not one that ``resume``, ``worker`` or
+    ``status`` open (:func:`load_study` says the launch stopped), and :func:`prepare_study` creates it
+    again: a launch killed half-way (Ctrl-C, SIGKILL) leaves no study with some designs or no fingerprints.
+    """
+    from dmo_search import __version__
+
     study = optuna.create_study(
         study_name=cfg.study_name, storage=storage, sampler=_sampler_for(cfg, 0), direction="maximize"
     )
-    study.set_user_attr("config", cfg_json)
+    study.set_user_attr(_VERSION_ATTR, __version__)
     study.set_user_attr("expert_names", cfg.expert_names)
-    study.set_user_attr("fingerprints", _fingerprints(cfg))
-    from dmo_search import __version__
-
-    study.set_user_attr("dmo_search_version", __version__)
+    study.set_user_attr("fingerprints", fingerprints)
     for w in cfg.designs():
         study.enqueue_trial(simplex.weights_to_params(w), user_attrs={"design": True})
+    study.set_user_attr("config", cfg_json)  # last: the study is complete
     return study
+
+
+def _unfinished_setup(study: optuna.Study) -> bool:
+    """A study whose creation by :func:`_create_study` stopped before its config was stored: it has our
+    version mark and only waiting designs, or nothing at all (stopped right after ``create_study``)."""
+    attrs = study.user_attrs
+    if "config" in attrs:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    if _VERSION_ATTR in attrs:
+        return all(t.state == TrialState.WAITING for t in trials)
+    return not attrs and not trials
 
 
 def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, StudyConfig]:
@@ -261,6 +292,11 @@ def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Stud
         raise StudyError(f"no study {study_name!r} in {url}; studies there: {names or 'none'}")
     study = optuna.load_study(study_name=study_name, storage=st)
     raw = study.user_attrs.get("config")
+    if raw is None and _unfinished_setup(study):
+        raise StudyError(
+            f"study {study_name!r} in {url}: its launch stopped while creating it, before its config was "
+            "stored; run `dmo-search launch CONFIG` again (it creates the study anew)"
+        )
     if raw is None:
         raise StudyError(f"study {study_name!r} in {url} was not made by dmo-search (it has no stored config)")
     cfg = parse_config({**raw, "storage": url}, source=f"config stored in study {study_name!r}")

@@ -6,7 +6,9 @@ with SIGKILL (no cleanup, no atexit, like the OOM killer) at the N-th occurrence
 * ``merge``: inside the in-place merge, before the N-th parameter is written;
 * ``scoring``: at the N-th generation batch of the objective;
 * ``db_write``: inside the N-th SQLAlchemy commit once a trial has started, after its statements
-  were flushed to the DB and before the COMMIT (an open transaction holding the trial's writes).
+  were flushed to the DB and before the COMMIT (an open transaction holding the trial's writes);
+* ``setup``: before the N-th write of a study's attributes or enqueued trials (its creation);
+* ``save``: before ``save_pretrained`` writes the N-th weights shard (its ``config.json`` is written already).
 
 Before dying it appends ``PHASE N`` to ``$DMO_KILL_LOG`` so a test knows the point was reached.
 With ``DMO_KILL_HANG=1`` it stops there instead (sleeps; its heartbeat thread keeps the trial alive)
@@ -85,6 +87,29 @@ def install(phase: str, n: int) -> None:
             orig_commit(self)
 
         Session.commit = commit  # type: ignore[method-assign]
+    elif phase == "setup":
+        import optuna
+
+        for name in ("set_user_attr", "enqueue_trial"):
+            orig = getattr(optuna.Study, name)
+
+            def write(self: Any, *args: Any, _orig: Any = orig, **kwargs: Any) -> Any:
+                if hit():
+                    _die(phase, n)
+                return _orig(self, *args, **kwargs)
+
+            setattr(optuna.Study, name, write)
+    elif phase == "save":
+        from transformers import modeling_utils
+
+        orig_save = modeling_utils.safe_save_file  # what save_pretrained writes each weights shard with
+
+        def save_file(*args: Any, **kwargs: Any) -> Any:
+            if hit():
+                _die(phase, n)
+            return orig_save(*args, **kwargs)
+
+        modeling_utils.safe_save_file = save_file
     else:
         raise SystemExit(f"unknown phase {phase!r}")
 

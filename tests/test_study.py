@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +188,42 @@ def test_config_stored_by_an_earlier_version_still_attaches(ran: dict[str, Any])
             prepare_study(cfg)
     finally:
         study.set_user_attr("config", stored)
+
+
+def test_a_launch_killed_while_creating_the_study_is_created_anew(toy_world: Any, tmp_path: Path) -> None:
+    """SIGKILL ``launch`` before each of the writes that create a study (its marks, fingerprints, each
+    design, its config): ``status`` says the launch stopped and what to run, and launching again creates
+    the whole study (before, a kill before the fingerprints blocked every later launch and resume without
+    ``--force``, and one amid the designs left a study that never ran the rest)."""
+    from dmo_search.cli import main
+
+    path = small_config(toy_world.root, tmp_path, name="cut", n_trials=5, designs=["centre", "vertices"])
+    cfg = load_config(path)
+    writes = 3 + 4 + 1  # version, expert names, fingerprints; centre + 3 vertices; the config
+    for n in range(1, writes + 1):
+        res = subprocess.run(
+            [sys.executable, "-m", "tests._killpoint", "setup", str(n), "--", "launch", str(path), "--no-run"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+        with pytest.raises(StudyError, match=r"launch stopped while creating it.*dmo-search launch CONFIG"):
+            load_study("cut", cfg.storage_url())
+        assert main(["launch", str(path), "--no-run", "--quiet"]) == 0
+        study = optuna.load_study(study_name="cut", storage=cfg.storage_url())
+        assert study.user_attrs["config"] and study.user_attrs["fingerprints"]
+        designs = [simplex.params_to_weights(t.system_attrs["fixed_params"], 3) for t in study.trials]
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.WAITING] * 4
+        assert designs == [pytest.approx(w) for w in cfg.designs()]
+        optuna.delete_study(study_name="cut", storage=cfg.storage_url())
+    res = subprocess.run(  # the same kill after the config's write is a complete study
+        [sys.executable, "-m", "tests._killpoint", "setup", str(writes + 1), "--", "launch", str(path), "--no-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert load_study("cut", cfg.storage_url())[1].n_domains == 3
