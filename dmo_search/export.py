@@ -19,38 +19,29 @@ def export_merged(cfg: StudyConfig, weights: Sequence[float], out_dir: Path) -> 
 
     Raises:
         FileExistsError: ``out_dir`` exists and is not empty.
-        OSError: writing failed (e.g. a full disk); the partial files are removed.
+        OSError: writing failed (e.g. a full disk); the partial files are removed (the model is written to
+            ``OUT_DIR.partial`` and renamed at the end, so a killed export leaves no ``OUT_DIR`` either).
     """
     import json
 
     from safetensors import SafetensorError
 
+    from dmo_search.atomic import atomic_folder
     from dmo_search.backends.hf import HFBackend
 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new OUT_DIR")
     backend = HFBackend(cfg)
-    created = not out_dir.exists()
     try:
         backend.set_mixture(weights)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        backend.model.save_pretrained(str(out_dir))
-        backend.tokenizer.padding_side = "right"
-        backend.tokenizer.save_pretrained(str(out_dir))
-        (out_dir / "dmo_mixture.json").write_text(
-            json.dumps(
-                {"experts": cfg.expert_names, "weights": list(weights), "base_model": str(cfg.base_model)}, indent=2
-            )
-        )
+        # written beside OUT_DIR and renamed at the end: a killed export leaves no folder that looks whole
+        with atomic_folder(out_dir) as tmp:
+            backend.model.save_pretrained(str(tmp))
+            backend.tokenizer.padding_side = "right"
+            backend.tokenizer.save_pretrained(str(tmp))
+            mixture = {"experts": cfg.expert_names, "weights": list(weights), "base_model": str(cfg.base_model)}
+            (tmp / "dmo_mixture.json").write_text(json.dumps(mixture, indent=2))
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
-        # a half-written checkpoint must not look like a model: remove what this call wrote
-        import shutil
-
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            for child in out_dir.iterdir():
-                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
         raise OSError(
             f"writing the merged model to {out_dir} failed ({reason}); the partial files were removed. "

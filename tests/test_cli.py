@@ -79,6 +79,28 @@ def test_export_loads_in_transformers(launched: dict[str, Any], capsys: pytest.C
     assert "not empty" in capsys.readouterr().err
 
 
+def test_a_killed_export_leaves_no_folder_that_looks_whole(
+    launched: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL ``export`` while it writes the weights (its ``config.json`` is written): no OUT_DIR, which
+    ``promote ingest --model`` would have taken for a model; exporting again works."""
+    dest = launched["out"] / "killed-export"
+    argv = ["export", "c", str(dest), "--storage", launched["storage"], "--trial", "0"]
+    res = subprocess.run(
+        [sys.executable, "-m", "tests._killpoint", "save", "1", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert not dest.exists()
+    assert (dest.with_name(dest.name + ".partial") / "config.json").is_file()  # what it had written
+    assert main(argv) == 0
+    assert (dest / "model.safetensors").is_file() and (dest / "dmo_mixture.json").is_file()
+    assert not dest.with_name(dest.name + ".partial").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from dmo_search import reaper
+from dmo_search.atomic import atomic_folder
 from dmo_search.promote.config import RecipeConfig
 from dmo_search.promote.train import Row, VisionRow, train_loop
 
@@ -103,16 +104,14 @@ def encode_vision_examples(processor: Any, examples: Sequence[Mapping[str, Any]]
 
 
 def _save_checkpoint(model: Any, tokenizer: Any, dest: Path, processor: Any = None) -> Path:
-    """Save to ``dest`` atomically (a temporary sibling renamed at the end): a crash leaves no half model."""
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.padding_side = "left"
-    if processor is not None:
-        processor.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    """Save to ``dest`` atomically (:func:`dmo_search.atomic.atomic_folder`): a crash leaves no half model,
+    and a failed save (a full disk) no half-written copy beside it."""
+    with atomic_folder(dest) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.padding_side = "left"
+        if processor is not None:
+            processor.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
     return dest
 
 
