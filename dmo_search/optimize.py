@@ -167,7 +167,7 @@ def optimize_simplex(
     if constraints is not None:
         checked = [constraints.check(w, f"designs[{i}]") for i, w in enumerate(checked)]
     if warm_start is not None:
-        from dmo_search.warmstart import apply_warm_start
+        from dmo_search.warmstart import apply_warm_start, mark_designs_enqueued
 
         checked = [*apply_warm_start(study, warm_start), *checked]
 
@@ -178,6 +178,8 @@ def optimize_simplex(
         if n_waiting() >= n_trials:
             break  # this call runs no more than n_trials trials; leave no design waiting
         study.enqueue_trial(simplex.weights_to_params(w), user_attrs={WEIGHTS_ATTR: w}, skip_if_exists=True)
+    if warm_start is not None:
+        mark_designs_enqueued(study)
     if sampler == "grid":
         n_trials = min(n_trials, n_waiting())
 

@@ -49,12 +49,15 @@ __all__ = [
     "enqueue_warm_start",
     "load_warm_start",
     "map_mixture",
+    "mark_designs_enqueued",
     "stored_prior",
     "warm_start_from_study",
     "warm_start_from_trials",
 ]
 
 WARM_START_ATTR = "warm_start"
+# In the stored record: its designs are in the study (set after they are enqueued).
+_ENQUEUED = "designs_enqueued"
 """Study user attribute recording a warm start (see the module docstring)."""
 
 MIN_SHARED_MASS = 0.5
@@ -279,10 +282,12 @@ def warm_start_from_study(
 
 
 def apply_warm_start(study: optuna.Study, warm: WarmStart) -> list[list[float]]:
-    """Record ``warm`` in ``study`` and return its designs (for the caller to enqueue first).
+    """Record ``warm`` in ``study`` and return its designs (for the caller to enqueue first, with
+    ``skip_if_exists``, and then to call :func:`mark_designs_enqueued`).
 
-    A study keeps the warm start it was launched with: the same source again is a no-op, another
-    one is refused (its trials were proposed under the first prior).
+    A study keeps the warm start it was launched with: the same source again returns nothing, or the
+    recorded designs again while they are not marked enqueued (a launch stopped between the two);
+    another source is refused (its trials were proposed under the first prior).
 
     Raises:
         WarmStartError: the study already records a different warm start, or its directions differ.
@@ -297,9 +302,18 @@ def apply_warm_start(study: optuna.Study, warm: WarmStart) -> list[list[float]]:
             f"another prior ({record['source'].get('study')!r}). Launch a new study with --study-name NAME"
         )
     if stored is None:
-        study.set_user_attr(WARM_START_ATTR, record)
+        study.set_user_attr(WARM_START_ATTR, {**record, _ENQUEUED: False})
         return [list(d) for d in warm.designs]
-    return []
+    if stored.get(_ENQUEUED, True):  # records made before the mark had their designs enqueued at once
+        return []
+    return [list(d) for d in stored["designs"]]
+
+
+def mark_designs_enqueued(study: optuna.Study) -> None:
+    """Mark the recorded warm start's designs as enqueued (after :func:`apply_warm_start`'s caller has)."""
+    stored = study.user_attrs.get(WARM_START_ATTR)
+    if stored is not None and not stored.get(_ENQUEUED, True):
+        study.set_user_attr(WARM_START_ATTR, {**stored, _ENQUEUED: True})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -371,10 +385,13 @@ def load_warm_start(cfg: StudyConfig, source: str, storage: str | None = None, *
 
 
 def enqueue_warm_start(study: optuna.Study, warm: WarmStart) -> int:
-    """Record ``warm`` in ``study`` (:func:`apply_warm_start`) and enqueue its designs; returns how many."""
+    """Record ``warm`` in ``study`` (:func:`apply_warm_start`) and enqueue its designs; returns how many
+    were enqueued now."""
     designs = apply_warm_start(study, warm)
+    before = len(study.get_trials(deepcopy=False))
     for w in designs:
         study.enqueue_trial(
             simplex.weights_to_params(w), user_attrs={"design": True, "warm_start": True}, skip_if_exists=True
         )
-    return len(designs)
+    mark_designs_enqueued(study)
+    return len(study.get_trials(deepcopy=False)) - before

@@ -148,6 +148,36 @@ def test_launch_with_warm_start_records_the_source_and_runs_its_best_first(
     assert not (out / "w2.db").exists()
 
 
+def test_a_launch_killed_between_the_warm_start_record_and_its_designs_enqueues_them_again(
+    toy_world: Any, launched: dict[str, Any]
+) -> None:
+    """SIGKILL ``launch --warm-start`` after it recorded the warm start, before it enqueued the source's best
+    mixtures: launching again enqueues them (before, the record made a second launch skip them for good)."""
+    import optuna
+
+    out = launched["out"]
+    cfg = small_config(toy_world.root, out, name="wk", n_trials=3, sampler="gp-simplex")
+    argv = ["launch", str(cfg), "--no-run", "--warm-start", "c", "--warm-start-storage", launched["storage"]]
+    setup_writes = 3 + 1  # the study's marks and fingerprints, its config (no designs of its own)
+    res = subprocess.run(  # write setup_writes + 1 is the warm-start record; die before the next one
+        [sys.executable, "-m", "tests._killpoint", "setup", str(setup_writes + 2), "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    study = optuna.load_study(study_name="wk", storage=f"sqlite:///{out / 'wk.db'}")
+    rec = study.user_attrs["warm_start"]
+    assert rec["designs"] and not study.trials and rec["designs_enqueued"] is False
+    assert main([*argv, "--quiet"]) == 0
+    study = optuna.load_study(study_name="wk", storage=f"sqlite:///{out / 'wk.db'}")
+    assert study.user_attrs["warm_start"]["designs_enqueued"] is True
+    assert len(study.trials) == len(rec["designs"]) and all(t.user_attrs.get("warm_start") for t in study.trials)
+    assert main([*argv, "--quiet"]) == 0  # once enqueued, a third launch adds nothing
+    assert len(optuna.load_study(study_name="wk", storage=f"sqlite:///{out / 'wk.db'}").trials) == len(rec["designs"])
+
+
 def test_noise_limited_study_is_told_and_its_advice_works(
     toy_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
