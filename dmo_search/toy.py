@@ -374,7 +374,8 @@ def build_toy_world(
     """Build the toy world under ``out_dir`` (tokenizer, base, experts, data, config, manifest).
 
     Args:
-        out_dir: the directory to write (created; existing files are overwritten).
+        out_dir: the directory to write (created; existing files are overwritten). Its ``toy.yaml``, written
+            last, marks a finished world; an old one is removed first.
         seed: seeds data, initialisation and training; the same seed gives the same world.
         progress: called with one line per stage.
 
@@ -389,6 +390,10 @@ def build_toy_world(
     say = progress or (lambda _msg: None)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    # toy.yaml (written last) says the world is whole (`make demo`, DMO_TOY_DIR): a rebuild stopped half-way
+    # must not leave the old one beside a new base and old experts.
+    for marker in ("toy.yaml", "manifest.json"):
+        (root / marker).unlink(missing_ok=True)
     torch.set_num_threads(2)
     names = list(recipe.expert_kind)
     times: dict[str, float] = {}

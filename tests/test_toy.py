@@ -79,3 +79,20 @@ def test_it_is_a_real_mixture_problem(toy_world: Any) -> None:
     assert max(best["weights"]) < 1.0  # the build's best grid mixture is not a vertex
     mixed = evaluate_mixture(backend, objective, best["weights"])[0]
     assert mixed.value > max(v.value for v in vertex)
+
+
+def test_a_rebuild_stopped_half_way_leaves_no_finished_marker(tmp_path: Path) -> None:
+    """``toy.yaml`` marks a finished world (``make demo``, ``DMO_TOY_DIR``): a rebuild into an existing world
+    that is stopped (here by Ctrl-C at its first stage) removes the old one first, so the half-built world is
+    not taken for a finished one."""
+    from dmo_search.toy import build_toy_world
+
+    for marker in ("toy.yaml", "manifest.json"):
+        (tmp_path / marker).write_text("from an earlier build\n")
+
+    def interrupt(_line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_toy_world(tmp_path, progress=interrupt)
+    assert not (tmp_path / "toy.yaml").exists() and not (tmp_path / "manifest.json").exists()
