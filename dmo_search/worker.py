@@ -76,6 +76,11 @@ __all__ = [
 
 _log = logging.getLogger("dmo_search")
 _T = TypeVar("_T")
+# Server-side TCP keepalives of the claim lock's session (_advisory_lock_session): silence for
+# _KEEPALIVE_IDLE_S, then _KEEPALIVE_COUNT unanswered probes _KEEPALIVE_INTERVAL_S apart end it.
+_KEEPALIVE_IDLE_S = 20
+_KEEPALIVE_INTERVAL_S = 5
+_KEEPALIVE_COUNT = 4
 
 #: How long a storage call keeps retrying while the DB is unreachable (``DMO_DB_RETRY_SECONDS``).
 DB_RETRY_SECONDS = float(os.environ.get("DMO_DB_RETRY_SECONDS", "300"))
@@ -218,14 +223,7 @@ def _claim_lock(study: optuna.Study) -> Iterator[Callable[[], bool]]:
     key = int.from_bytes(hashlib.sha256(f"dmo-search:{study.study_name}".encode()).digest()[:8], "big", signed=True)
 
     def lock_session() -> Any:
-        conn = rdb.engine.connect()  # a fresh session per attempt: a dropped one cannot be reused
-        try:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        except Exception:
-            with contextlib.suppress(Exception):
-                conn.close()
-            raise
-        return conn
+        return _advisory_lock_session(rdb.engine, key)
 
     def still_held() -> bool:
         try:
@@ -249,6 +247,34 @@ def _claim_lock(study: optuna.Study) -> Iterator[Callable[[], bool]]:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def _advisory_lock_session(engine: Any, key: int) -> Any:
+    """A new connection holding the PostgreSQL advisory lock ``key``, with server-side TCP keepalives.
+
+    A worker whose host is lost while it holds the lock (power, network) keeps its session, and so the
+    lock that every other worker waits on, until the server's TCP gives up on it: about two hours and
+    ten minutes with Linux's defaults. The keepalives set here end it after about 40 s of silence (20 s,
+    then 4 unanswered probes 5 s apart; they only apply over TCP, a Unix-socket session reads them as 0).
+    """
+    from sqlalchemy import text
+
+    conn = engine.connect()  # a fresh session per attempt: a dropped one cannot be reused
+    try:
+        conn.execute(
+            text(
+                "SELECT set_config('tcp_keepalives_idle', :idle, false),"
+                " set_config('tcp_keepalives_interval', :interval, false),"
+                " set_config('tcp_keepalives_count', :count, false)"
+            ),
+            {"idle": str(_KEEPALIVE_IDLE_S), "interval": str(_KEEPALIVE_INTERVAL_S), "count": str(_KEEPALIVE_COUNT)},
+        )
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise
+    return conn
 
 
 class _Heartbeat:

@@ -152,6 +152,33 @@ def test_claim_whose_lock_a_restart_cut_is_given_back(toy_world: Any, pg_cluster
     assert any("failed without running" in m for m in said), said
 
 
+def test_the_claim_lock_session_has_server_side_keepalives(pg_cluster: PgCluster) -> None:
+    """The session that holds the claim lock asks the server for TCP keepalives of about 40 s, so a worker
+    whose host is lost while it holds the lock does not hold up every other worker for the ~2 h of the
+    server's defaults (a lost host cannot be made here; the settings are read back from the real server,
+    over TCP, on the session that holds the lock)."""
+    import sqlalchemy
+
+    from dmo_search.worker import _advisory_lock_session
+
+    engine = sqlalchemy.create_engine(pg_cluster.create_db("keepalive"))
+    conn = _advisory_lock_session(engine, 42)
+    try:
+        shown = {
+            name: conn.execute(sqlalchemy.text(f"SHOW {name}")).scalar()
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert shown == {"tcp_keepalives_idle": "20", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "4"}
+        with engine.connect() as other:
+            default = int(other.execute(sqlalchemy.text("SHOW tcp_keepalives_idle")).scalar())
+            assert default > 20  # the server's own: the OS default, 7200 s on Linux
+            held = other.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(42)")).scalar()
+            assert held is False, "the session does not hold the lock"
+    finally:
+        conn.close()
+        engine.dispose()
+
+
 def test_postgres_restart_mid_study(toy_world: Any, pg_cluster: PgCluster, tmp_path: Path) -> None:
     budget = 6
     _, url = _pg_study(toy_world, pg_cluster, tmp_path, "restart", budget)
