@@ -144,6 +144,11 @@ def _train_one(
     }
 
 
+def _has_model(rec: PromotionRecord) -> bool:
+    """The run's trained model is on disk (a checkpoint's ``config.json``)."""
+    return rec.model_dir is not None and (Path(rec.model_dir) / "config.json").is_file()
+
+
 def _score_one(
     cfg: StudyConfig, store: PromotionStore, rec: PromotionRecord, objective: Objective, full: Objective | None = None
 ) -> PromotionRecord:
@@ -158,7 +163,7 @@ def _score_one(
     fields: dict[str, Any] = {}
     if need_subset:
         s = scores.pop(0)
-        fields.update(status="done", sft_value=s.value, sft_value_se=s.value_se, sft_scores=s.scores)
+        fields.update(status="done", sft_value=s.value, sft_value_se=s.value_se, sft_scores=s.scores, error=None)
         fields["eval_seconds"] = s.eval_seconds
     if need_full:
         s = scores.pop(0)
@@ -189,7 +194,8 @@ def promote(
     """Promote ``top`` best and ``calibration`` spread mixtures of ``study``: train and score each.
 
     Runs already ``done`` (same mixture and training spec) are not retrained; ``trained`` ones are
-    only scored. A run that fails is recorded ``failed`` with its error, and the others go on.
+    only scored. A run that fails is recorded ``failed`` with its error (one whose scoring failed stays
+    ``trained``, with the error: its model is scored, not retrained, next time), and the others go on.
 
     Args:
         study: the study (from :func:`dmo_search.study.load_study`).
@@ -267,8 +273,7 @@ def promote(
                 say(f"{tag}: done earlier (SFT {rec.sft_value:.4f}); not retrained")
                 continue
             try:
-                trained = rec.status in ("trained", "done") and rec.model_dir
-                if trained and (Path(str(rec.model_dir)) / "config.json").is_file():
+                if rec.status in ("trained", "done") and _has_model(rec):
                     say(f"{tag}: trained earlier; scoring")
                 else:
                     say(f"{tag}: training ...")
@@ -283,8 +288,15 @@ def promote(
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:
-                store.update(key, status="failed", error=f"{type(e).__name__}: {e}"[:2000])
-                say(f"{tag}: FAILED: {type(e).__name__}: {e}")
+                error = f"{type(e).__name__}: {e}"
+                now = store.get(key)
+                if now is not None and now.status == "trained" and _has_model(now):
+                    # scoring failed (an engine out of memory, say): keep the trained model for the next run
+                    store.update(key, error=error[:2000])
+                    say(f"{tag}: FAILED while scoring: {error}; the trained model is kept, the next promote scores it")
+                else:
+                    store.update(key, status="failed", error=error[:2000])
+                    say(f"{tag}: FAILED: {error}")
         return [r for k in keys if (r := store.get(k)) is not None]
     finally:
         store.close()

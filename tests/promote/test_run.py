@@ -87,6 +87,36 @@ def test_resume_does_not_retrain_finished_runs(promoted: dict[str, Any], capsys:
     assert (Path(after[k_failed]["model_dir"]) / "config.json").stat().st_mtime_ns != mtimes[k_failed]  # retrained
 
 
+def test_a_run_whose_scoring_fails_keeps_its_trained_model(
+    promoted: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training finished and scoring failed (an engine out of memory; here a scorer that raises stands in for
+    it): the run stays ``trained`` with the error, and the next ``promote`` scores that model instead of
+    training it again (SFT runs take hours; before, the run was ``failed`` and retrained)."""
+    from dmo_search.promote import score
+
+    storage = promoted["storage"]
+    key = promoted["first"][0].run_key
+    store = PromotionStore(storage, "p")
+    store.update(key, status="failed", error="killed")  # retrained by the next promote
+    store.close()
+    argv = ["promote", "p", "--storage", storage, "--top", "1", "--calibration", "1", "--json"]
+    real = score.score_model_many
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CUDA out of memory (stand-in)")
+
+    monkeypatch.setattr(score, "score_model_many", out_of_memory)
+    _run(capsys, argv, code=1)
+    rec = {r.run_key: r for r in load_promotions(storage, "p")}[key]
+    assert rec.status == "trained" and "out of memory" in (rec.error or "")
+    trained_at = (Path(str(rec.model_dir)) / "config.json").stat().st_mtime_ns
+    monkeypatch.setattr(score, "score_model_many", real)
+    again = {r["run_key"]: r for r in _run(capsys, argv)}[key]
+    assert again["status"] == "done" and again["error"] is None and again["sft_value"] is not None
+    assert (Path(again["model_dir"]) / "config.json").stat().st_mtime_ns == trained_at  # scored, not retrained
+
+
 def test_ingest_scores_a_model_trained_elsewhere(promoted: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     run = promoted["first"][0]
     adapter = Path(str(run.model_dir)).parent / "adapter"
