@@ -459,7 +459,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         say=_log.info,
     )
     _emit([r.to_dict() for r in recs], args.json, promotions_text(recs))
-    failed = [r for r in recs if r.status != "done"]
+    failed = [r for r in recs if r.status != "done" or r.error]  # a done run's error: its full validation
     if failed:
         _log.warning(f"{len(failed)} run(s) did not finish; run the same command again to retry them")
     return 1 if failed else 0

@@ -56,9 +56,9 @@ __all__ = [
 ]
 
 WARM_START_ATTR = "warm_start"
+"""Study user attribute recording a warm start (see the module docstring)."""
 # In the stored record: its designs are in the study (set after they are enqueued).
 _ENQUEUED = "designs_enqueued"
-"""Study user attribute recording a warm start (see the module docstring)."""
 
 MIN_SHARED_MASS = 0.5
 """A source mixture is used only if at least this share of its weight is on shared domains."""

@@ -25,6 +25,15 @@ _SLEEPER = "import time; time.sleep(600)"
 _STUBBORN = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
 )
+# The owner scripts' targets: one with a child of its own, one that ignores SIGTERM (started and ready).
+_START_TARGETS = f"""
+tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                         "subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}]); time.sleep(600)"])
+stubborn = subprocess.Popen([sys.executable, "-c", {_STUBBORN!r}], stdout=subprocess.PIPE)
+stubborn.stdout.readline()
+while not __import__("psutil").Process(tree.pid).children():
+    time.sleep(0.05)
+"""
 _OWNER = f"""
 import json, os, subprocess, sys, time
 from pathlib import Path
@@ -33,13 +42,7 @@ from dmo_search import reaper
 mode, folder = sys.argv[1], Path(sys.argv[2])
 folder.mkdir()
 (folder / "adapter.safetensors").write_bytes(b"weights")
-tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                         "subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}]); time.sleep(600)"])
-stubborn = subprocess.Popen([sys.executable, "-c", {_STUBBORN!r}], stdout=subprocess.PIPE)
-stubborn.stdout.readline()
-while not __import__("psutil").Process(tree.pid).children():
-    time.sleep(0.05)
-watchdog = reaper.watch([tree.pid, stubborn.pid], remove=folder, grace_s=1.0)
+{_START_TARGETS}watchdog = reaper.watch([tree.pid, stubborn.pid], remove=folder, grace_s=1.0)
 holder = None
 if mode == "fork":  # a child made by a plain fork holds the owner's end of the watchdog's pipe too
     holder = os.fork()
@@ -138,13 +141,7 @@ mode, folder = sys.argv[1], Path(sys.argv[2])
 folder.mkdir()
 before = subprocess.Popen([sys.executable, "-c", {_SLEEPER!r}])  # a child the watchdog must leave alone
 watchdog = reaper.watch([], remove=folder, adopt=True, grace_s=1.0)
-tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                         "subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}]); time.sleep(600)"])
-stubborn = subprocess.Popen([sys.executable, "-c", {_STUBBORN!r}], stdout=subprocess.PIPE)
-stubborn.stdout.readline()
-while not __import__("psutil").Process(tree.pid).children():
-    time.sleep(0.05)
-targets, spared = [tree.pid, stubborn.pid], [before.pid]
+{_START_TARGETS}targets, spared = [tree.pid, stubborn.pid], [before.pid]
 if mode == "stop":  # a forked child holds the owner's end of the pipe: stop() must not wait for its end
     holder = os.fork()
     if holder == 0:

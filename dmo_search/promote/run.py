@@ -160,10 +160,10 @@ def _score_one(
     need_full = full is not None and rec.sft_full_value is None
     objectives = [o for o, needed in ((objective, need_subset), (full, need_full)) if needed and o is not None]
     scores = score_model_many(cfg, Path(rec.model_dir), objectives)
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"error": None}
     if need_subset:
         s = scores.pop(0)
-        fields.update(status="done", sft_value=s.value, sft_value_se=s.value_se, sft_scores=s.scores, error=None)
+        fields.update(status="done", sft_value=s.value, sft_value_se=s.value_se, sft_scores=s.scores)
         fields["eval_seconds"] = s.eval_seconds
     if need_full:
         s = scores.pop(0)
@@ -194,8 +194,9 @@ def promote(
     """Promote ``top`` best and ``calibration`` spread mixtures of ``study``: train and score each.
 
     Runs already ``done`` (same mixture and training spec) are not retrained; ``trained`` ones are
-    only scored. A run that fails is recorded ``failed`` with its error (one whose scoring failed stays
-    ``trained``, with the error: its model is scored, not retrained, next time), and the others go on.
+    only scored. A run that fails is recorded ``failed`` with its error (one whose scoring failed keeps
+    its status, ``trained`` or ``done``, with the error: its model is scored, not retrained, next time),
+    and the others go on.
 
     Args:
         study: the study (from :func:`dmo_search.study.load_study`).
@@ -290,7 +291,7 @@ def promote(
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
                 now = store.get(key)
-                if now is not None and now.status == "trained" and _has_model(now):
+                if now is not None and now.status in ("trained", "done") and _has_model(now):
                     # scoring failed (an engine out of memory, say): keep the trained model for the next run
                     store.update(key, error=error[:2000])
                     say(f"{tag}: FAILED while scoring: {error}; the trained model is kept, the next promote scores it")

@@ -92,7 +92,8 @@ def test_a_run_whose_scoring_fails_keeps_its_trained_model(
 ) -> None:
     """Training finished and scoring failed (an engine out of memory; here a scorer that raises stands in for
     it): the run stays ``trained`` with the error, and the next ``promote`` scores that model instead of
-    training it again (SFT runs take hours; before, the run was ``failed`` and retrained)."""
+    training it again (SFT runs take hours; before, the run was ``failed`` and retrained); a ``done`` run
+    whose full-validation scoring fails stays ``done``."""
     from dmo_search.promote import score
 
     storage = promoted["storage"]
@@ -115,6 +116,12 @@ def test_a_run_whose_scoring_fails_keeps_its_trained_model(
     again = {r["run_key"]: r for r in _run(capsys, argv)}[key]
     assert again["status"] == "done" and again["error"] is None and again["sft_value"] is not None
     assert (Path(again["model_dir"]) / "config.json").stat().st_mtime_ns == trained_at  # scored, not retrained
+    # a done run whose full-validation scoring fails stays done, with the error, and promote exits 1
+    monkeypatch.setattr(score, "score_model_many", out_of_memory)
+    _run(capsys, [*argv, "--full-validation"], code=1)
+    rec = {r.run_key: r for r in load_promotions(storage, "p")}[key]
+    assert rec.status == "done" and "out of memory" in (rec.error or "") and rec.sft_full_value is None
+    assert (Path(str(rec.model_dir)) / "config.json").stat().st_mtime_ns == trained_at
 
 
 def test_ingest_scores_a_model_trained_elsewhere(promoted: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
