@@ -350,8 +350,6 @@ class VLLMBackend:
         return kw
 
     def _start(self) -> None:
-        from vllm import LLM
-
         t0 = time.perf_counter()
         self._tmp.mkdir(exist_ok=True)  # a failed start's watchdog removed it
         # If this process dies without closing the engine (SIGKILL, OOM, a preempted job), the watchdog
@@ -363,6 +361,8 @@ class VLLMBackend:
         except Exception as e:
             raise BackendError(f"the vLLM engine's watchdog did not start: {e}") from e
         try:
+            from vllm import LLM  # its first import takes seconds: the watchdog already covers the folder
+
             with _rpc_sockets_in(self._rpc_dir):
                 self.llm = LLM(**self._engine_kwargs())
         except BaseException as e:
