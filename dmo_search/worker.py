@@ -222,9 +222,6 @@ def _claim_lock(study: optuna.Study) -> Iterator[Callable[[], bool]]:
 
     key = int.from_bytes(hashlib.sha256(f"dmo-search:{study.study_name}".encode()).digest()[:8], "big", signed=True)
 
-    def lock_session() -> Any:
-        return _advisory_lock_session(rdb.engine, key)
-
     def still_held() -> bool:
         try:
             held = conn.execute(
@@ -239,7 +236,7 @@ def _claim_lock(study: optuna.Study) -> Iterator[Callable[[], bool]]:
             raise
         return bool(held)
 
-    conn = retry_db(lock_session, what=hide_password(url))
+    conn = retry_db(_advisory_lock_session, rdb.engine, key, what=hide_password(url))
     try:
         yield still_held
     finally:
