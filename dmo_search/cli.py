@@ -164,8 +164,9 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
 def _run(args: argparse.Namespace, resume: bool) -> int:
     from dmo_search.backends import make_backend
     from dmo_search.objectives import make_objective
-    from dmo_search.study import prepare_study, reap_stale_trials, run_study
+    from dmo_search.study import nothing_to_run, prepare_study, reap_stale_trials, run_study, study_exists
 
+    study: Any = None
     if resume:
         from dmo_search.worker import join_study
 
@@ -179,21 +180,30 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     warm = _warm_start(cfg, args) if not resume else None
     _quiet_hf()
     objective = make_objective(cfg.objective)
-    if not resume and args.no_run:  # create the study for `dmo-search worker` processes, run nothing
+    if not resume and (args.no_run or study_exists(cfg)):
+        # --no-run creates the study for `dmo-search worker` processes; an existing study is attached
+        # (and checked against the config) before the backend loads, which a finished one does not need
         study = prepare_study(cfg, force=args.force)
         _apply_warm_start(study, warm)
-        _emit(_summary(study, cfg), args.json, f"study {cfg.study_name!r} ready in {cfg.storage_url()}; start workers")
-        return 0
-    _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
-    backend = make_backend(cfg)
-    try:
-        if not resume:  # only now, with data and models valid: a bad input leaves no study behind
-            study = prepare_study(cfg, force=args.force)
-            _apply_warm_start(study, warm)
-            reap_stale_trials(study, say=_log.warning)
-        run_study(study, cfg, backend, objective, n_trials=cfg.search.n_trials, progress=not args.quiet)
-    finally:
-        backend.close()
+        if args.no_run:
+            _emit(
+                _summary(study, cfg), args.json, f"study {cfg.study_name!r} ready in {cfg.storage_url()}; start workers"
+            )
+            return 0
+        reap_stale_trials(study, say=_log.warning)
+    done = None if study is None else nothing_to_run(study, cfg)
+    if done is not None:
+        _log.info(done)
+    else:
+        _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
+        backend = make_backend(cfg)
+        try:
+            if study is None:  # only now, with data and models valid: a bad input leaves no study behind
+                study = prepare_study(cfg, force=args.force)
+                _apply_warm_start(study, warm)
+            run_study(study, cfg, backend, objective, n_trials=cfg.search.n_trials, progress=not args.quiet)
+        finally:
+            backend.close()
     summary = _summary(study, cfg)
     _emit(summary, args.json, _human_best(summary, cfg.expert_names))
     return 0

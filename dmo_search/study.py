@@ -53,11 +53,13 @@ __all__ = [
     "failure_reason",
     "hide_password",
     "load_study",
+    "nothing_to_run",
     "open_storage",
     "prepare_study",
     "reap_stale_trials",
     "recommended_weights",
     "run_study",
+    "study_exists",
     "trial_records",
 ]
 
@@ -236,6 +238,20 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
         study.set_user_attr("config", cfg_json)
         return study
     return _create_study(cfg, storage, cfg_json, fingerprints)
+
+
+def study_exists(cfg: StudyConfig) -> bool:
+    """Whether ``cfg``'s study is in its DB (and not one whose creation stopped half-way, which
+    :func:`prepare_study` creates anew). Creates no SQLite file."""
+    url = cfg.storage_url()
+    db = _sqlite_path(url)
+    if db is not None and not db.exists():
+        return False
+    storage = open_storage(url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period)
+    names = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
+    if cfg.study_name not in names:
+        return False
+    return not _unfinished_setup(optuna.load_study(study_name=cfg.study_name, storage=storage))
 
 
 def _create_study(
@@ -566,13 +582,27 @@ def run_study(
     from dmo_search.worker import run_trials  # the trial loop shared with `dmo-search worker`
 
     target = n_trials if n_trials is not None else cfg.search.n_trials
-    if _n_complete(study) >= target:
-        say(f"study {study.study_name!r} already has {_n_complete(study)} completed trials (target {target})")
-        return _n_complete(study)
-    if cfg.search.sampler == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        say("sampler 'grid' runs only the designs, and none is left to run")
+    done = nothing_to_run(study, cfg, target)
+    if done is not None:
+        say(done)
         return _n_complete(study)
     return run_trials(study, cfg, backend, objective, n_trials=target, progress=progress, say=say).study_complete
+
+
+def nothing_to_run(study: optuna.Study, cfg: StudyConfig, n_trials: int | None = None) -> str | None:
+    """Why the study needs no trial run, or None: it holds ``n_trials`` (default
+    ``cfg.search.n_trials``) completed trials, or its ``grid`` sampler has no design left. Checked
+    before a backend is loaded (an engine start takes minutes on a GPU)."""
+    target = n_trials if n_trials is not None else cfg.search.n_trials
+    complete = _n_complete(study)
+    if complete >= target:
+        return (
+            f"study {study.study_name!r} already has {complete} completed trials (target {target}); "
+            f"`dmo-search resume {study.study_name} --n-trials N` runs more"
+        )
+    if cfg.search.sampler == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return "sampler 'grid' runs only the designs, and none is left to run"
+    return None
 
 
 def config_from_study(study: optuna.Study) -> StudyConfig:

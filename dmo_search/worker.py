@@ -55,6 +55,7 @@ from dmo_search.study import (
     evaluate_mixture,
     hide_password,
     load_study,
+    nothing_to_run,
 )
 
 if TYPE_CHECKING:
@@ -549,11 +550,17 @@ def run_worker(
     study, cfg = join_study(study_name, storage, n_trials=n_trials, backend=backend, force=force)
     say(f"worker {socket.gethostname()}:{os.getpid()} joined study {study_name!r} (budget {cfg.search.n_trials})")
     objective = make_objective(cfg.objective)
-    engine = make_backend(cfg)
-    try:
-        rep = run_trials(study, cfg, engine, objective, progress=progress, say=say)
-    finally:
-        engine.close()
+    done = nothing_to_run(study, cfg)
+    if done is not None:  # no engine start (minutes on a GPU) for a study with nothing left to run
+        say(done)
+        rep = WorkerReport(completed=0, failed=0, study_complete=_counts(study)[0])
+    else:
+        say(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
+        engine = make_backend(cfg)
+        try:
+            rep = run_trials(study, cfg, engine, objective, progress=progress, say=say)
+        finally:
+            engine.close()
     return {
         "study_name": study_name,
         "worker": f"{socket.gethostname()}:{os.getpid()}",

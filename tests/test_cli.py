@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from dmo_search.cli import main
 from tests._study_helpers import db_states, small_config
@@ -77,6 +79,35 @@ def test_export_loads_in_transformers(launched: dict[str, Any], capsys: pytest.C
     # a second export into a non-empty folder is refused
     assert main(["export", "c", str(dest), "--storage", launched["storage"]]) == 1
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_finished_study_is_reported_without_loading_a_backend(
+    launched: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`launch`, `resume` and `worker` on a study that has its budget say so and start no engine (on a GPU
+    its start takes minutes); a launch with another setup is refused before loading too, and `resume
+    --n-trials` with more loads it and runs the rest."""
+    with sqlite3.connect(launched["out"] / "c.db") as src, sqlite3.connect(tmp_path / "c.db") as dst:
+        src.backup(dst)  # a copy (with what the WAL holds): the module's study stays at 3 trials
+    storage = ["--storage", f"sqlite:///{tmp_path / 'c.db'}"]
+    for argv in (["launch", str(launched["cfg"]), *storage], ["resume", "c", *storage], ["worker", "c", *storage]):
+        capsys.readouterr()
+        assert main([*argv, "--quiet"]) == 0
+        err = capsys.readouterr().err
+        assert "study 'c' already has 3 completed trials (target 3)" in err, argv
+        assert "dmo-search resume c --n-trials N" in err
+        assert "loading base" not in err, argv
+    other = tmp_path / "other.yaml"
+    raw = yaml.safe_load(launched["cfg"].read_text())
+    raw["objective"]["subset_size"] += 1
+    other.write_text(yaml.safe_dump(raw))
+    assert main(["launch", str(other), *storage, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "different setup" in err and "subset_size" in err and "loading base" not in err
+    assert main(["resume", "c", *storage, "--n-trials", "4", "--quiet", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "loading base and 3 experts" in err
+    assert json.loads(out)["counts"] == {"COMPLETE": 4}
 
 
 def test_a_killed_export_leaves_no_folder_that_looks_whole(
