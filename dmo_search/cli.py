@@ -164,12 +164,11 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
 def _run(args: argparse.Namespace, resume: bool) -> int:
     from dmo_search.backends import make_backend
     from dmo_search.objectives import make_objective
-    from dmo_search.study import nothing_to_run, prepare_study, reap_stale_trials, run_study, study_exists
+    from dmo_search.study import nothing_to_run, prepare_study, reap_stale_trials, run_study
+    from dmo_search.worker import join_study, store_budget
 
     study: Any = None
     if resume:
-        from dmo_search.worker import join_study
-
         study, cfg = join_study(
             args.study, args.storage, n_trials=args.n_trials, backend=args.backend, force=args.force
         )
@@ -180,33 +179,49 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     warm = _warm_start(cfg, args) if not resume else None
     _quiet_hf()
     objective = make_objective(cfg.objective)
-    if not resume and (args.no_run or study_exists(cfg)):
-        # --no-run creates the study for `dmo-search worker` processes; an existing study is attached
-        # (and checked against the config) before the backend loads, which a finished one does not need
+    if not resume and args.no_run:  # create the study for `dmo-search worker` processes, run nothing
         study = prepare_study(cfg, force=args.force)
         _apply_warm_start(study, warm)
-        if args.no_run:
-            _emit(
-                _summary(study, cfg), args.json, f"study {cfg.study_name!r} ready in {cfg.storage_url()}; start workers"
-            )
-            return 0
-        reap_stale_trials(study, say=_log.warning)
+        _emit(_summary(study, cfg), args.json, f"study {cfg.study_name!r} ready in {cfg.storage_url()}; start workers")
+        return 0
+    if not resume and (study := _finished_study(cfg, force=args.force)) is not None:
+        _apply_warm_start(study, warm)
     done = None if study is None else nothing_to_run(study, cfg)
     if done is not None:
+        if resume:
+            store_budget(study, args.n_trials)
         _log.info(done)
     else:
         _log.info(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
         backend = make_backend(cfg)
         try:
-            if study is None:  # only now, with data and models valid: a bad input leaves no study behind
+            if resume:
+                store_budget(study, args.n_trials)
+            else:  # only now, with data and models valid: a bad input leaves no study behind
                 study = prepare_study(cfg, force=args.force)
                 _apply_warm_start(study, warm)
+                reap_stale_trials(study, say=_log.warning)
             run_study(study, cfg, backend, objective, n_trials=cfg.search.n_trials, progress=not args.quiet)
         finally:
             backend.close()
     summary = _summary(study, cfg)
     _emit(summary, args.json, _human_best(summary, cfg.expert_names))
     return 0
+
+
+def _finished_study(cfg: Any, *, force: bool) -> Any:
+    """The config's study if it exists, has nothing left to run and matches the config (it needs no
+    backend, whose start takes minutes on a GPU); else None, and the backend loads first, so that a bad
+    model file is reported as such rather than as a setup that differs from the study's."""
+    from dmo_search.study import StudyError, existing_study, nothing_to_run, prepare_study
+
+    found = existing_study(cfg)
+    if found is None or nothing_to_run(found, cfg) is None:
+        return None
+    try:
+        return prepare_study(cfg, force=force)
+    except (StudyError, OSError):  # a setup that differs, a model file missing
+        return None
 
 
 def _warm_start(cfg: Any, args: argparse.Namespace) -> Any:

@@ -50,6 +50,7 @@ __all__ = [
     "best_record",
     "check_objective",
     "evaluate_mixture",
+    "existing_study",
     "failure_reason",
     "hide_password",
     "load_study",
@@ -59,7 +60,6 @@ __all__ = [
     "reap_stale_trials",
     "recommended_weights",
     "run_study",
-    "study_exists",
     "trial_records",
 ]
 
@@ -240,18 +240,19 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
     return _create_study(cfg, storage, cfg_json, fingerprints)
 
 
-def study_exists(cfg: StudyConfig) -> bool:
-    """Whether ``cfg``'s study is in its DB (and not one whose creation stopped half-way, which
-    :func:`prepare_study` creates anew). Creates no SQLite file."""
+def existing_study(cfg: StudyConfig) -> optuna.Study | None:
+    """``cfg``'s study if it is in its DB, read-only use (None also for one whose creation stopped
+    half-way, which :func:`prepare_study` creates anew). Creates no SQLite file."""
     url = cfg.storage_url()
     db = _sqlite_path(url)
     if db is not None and not db.exists():
-        return False
+        return None
     storage = open_storage(url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period)
     names = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
     if cfg.study_name not in names:
-        return False
-    return not _unfinished_setup(optuna.load_study(study_name=cfg.study_name, storage=storage))
+        return None
+    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+    return None if _unfinished_setup(study) else study
 
 
 def _create_study(

@@ -72,6 +72,7 @@ __all__ = [
     "retry_db",
     "run_trials",
     "run_worker",
+    "store_budget",
     "with_retries",
 ]
 
@@ -499,7 +500,8 @@ def join_study(
     Args:
         study_name: the study's name.
         storage: its DB URL (default: the SQLite file under ``studies/<study_name>/``).
-        n_trials: a new budget of COMPLETE trials for the study; it is stored, so every worker follows it.
+        n_trials: a new budget of COMPLETE trials for the study (in the returned config;
+            :func:`store_budget` stores it for every worker).
         backend: override ``backend.name`` for this process only.
         force: continue even if the base or expert files changed since launch.
 
@@ -525,11 +527,18 @@ def join_study(
         )
     if n_trials is not None or backend is not None:
         cfg = apply_overrides(cfg, n_trials=n_trials, backend=backend)
-    if n_trials is not None:
-        raw = dict(study.user_attrs["config"])
-        raw["search"] = {**raw["search"], "n_trials": n_trials}
-        study.set_user_attr("config", json.loads(json.dumps(raw)))
     return study, cfg
+
+
+def store_budget(study: optuna.Study, n_trials: int | None) -> None:
+    """Store ``n_trials`` (if given) as the study's budget of COMPLETE trials, so that every worker
+    follows it. Callers store it once the backend has loaded: a run refused for a bad model file leaves
+    the study DB as it was."""
+    if n_trials is None:
+        return
+    raw = dict(study.user_attrs["config"])
+    raw["search"] = {**raw["search"], "n_trials": n_trials}
+    study.set_user_attr("config", json.loads(json.dumps(raw)))
 
 
 def run_worker(
@@ -552,12 +561,14 @@ def run_worker(
     objective = make_objective(cfg.objective)
     done = nothing_to_run(study, cfg)
     if done is not None:  # no engine start (minutes on a GPU) for a study with nothing left to run
+        store_budget(study, n_trials)
         say(done)
         rep = WorkerReport(completed=0, failed=0, study_complete=_counts(study)[0])
     else:
         say(f"loading base and {cfg.n_domains} experts on backend {cfg.backend.name!r} ...")
         engine = make_backend(cfg)
         try:
+            store_budget(study, n_trials)
             rep = run_trials(study, cfg, engine, objective, progress=progress, say=say)
         finally:
             engine.close()
