@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -698,9 +699,21 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _joined_weights(argv: Sequence[str]) -> list[str]:
+    """``--weights -0.1,...`` as ``--weights=-0.1,...``: argparse reads a value that starts with ``-``
+    as an option ("expected one argument"), where the weights' own check names the problem."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--weights" and re.match(r"-[\d.]", arg):
+            out[-1] = f"--weights={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dmo-search`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_joined_weights(sys.argv[1:] if argv is None else argv))
     _setup_logging(args.verbose)
     try:
         with _sigterm_unwinds():

@@ -148,6 +148,8 @@ def test_errors_are_one_line_with_exit_1(argv: list[str], message: str, capsys: 
 def test_bad_weights_message(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(launched["cfg"]), "--weights", "0.5,0.7,0.1"]) == 1
     assert "sum to 1" in capsys.readouterr().err
+    assert main(["eval", str(launched["cfg"]), "--weights", "-0.5,0.5,1"]) == 1  # not read as an option
+    assert "weights must be >= 0, got [-0.5, 0.5, 1.0]" in capsys.readouterr().err
     assert main(["eval", str(launched["cfg"]), "--weights", "0.5,0.5"]) == 1
     assert "expected 3 weights" in capsys.readouterr().err
 
