@@ -241,8 +241,8 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
 
 
 def existing_study(cfg: StudyConfig) -> optuna.Study | None:
-    """``cfg``'s study if it is in its DB, read-only use (None also for one whose creation stopped
-    half-way, which :func:`prepare_study` creates anew). Creates no SQLite file."""
+    """``cfg``'s study as its DB holds it, unchecked and unchanged, or None (also for one whose creation
+    stopped half-way, which :func:`prepare_study` creates anew). Creates no SQLite file."""
     url = cfg.storage_url()
     db = _sqlite_path(url)
     if db is not None and not db.exists():
@@ -594,12 +594,16 @@ def nothing_to_run(study: optuna.Study, cfg: StudyConfig, n_trials: int | None =
     """Why the study needs no trial run, or None: it holds ``n_trials`` (default
     ``cfg.search.n_trials``) completed trials, or its ``grid`` sampler has no design left. Checked
     before a backend is loaded (an engine start takes minutes on a GPU)."""
+    from dmo_search.config import default_storage
+
     target = n_trials if n_trials is not None else cfg.search.n_trials
     complete = _n_complete(study)
     if complete >= target:
+        url = cfg.storage_url()
+        where = "" if url == default_storage(study.study_name) else f" --storage {hide_password(url)}"
         return (
             f"study {study.study_name!r} already has {complete} completed trials (target {target}); "
-            f"`dmo-search resume {study.study_name} --n-trials N` runs more"
+            f"`dmo-search resume {study.study_name}{where} --n-trials N` runs more"
         )
     if cfg.search.sampler == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return "sampler 'grid' runs only the designs, and none is left to run"

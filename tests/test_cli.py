@@ -96,7 +96,7 @@ def test_a_finished_study_is_reported_without_loading_a_backend(
         assert main([*argv, "--quiet"]) == 0
         err = capsys.readouterr().err
         assert "study 'c' already has 3 completed trials (target 3)" in err, argv
-        assert "dmo-search resume c --n-trials N" in err
+        assert f"dmo-search resume c --storage sqlite:///{tmp_path / 'c.db'} --n-trials N" in err
         assert "loading base" not in err, argv
     other = tmp_path / "other.yaml"
     raw = yaml.safe_load(launched["cfg"].read_text())
