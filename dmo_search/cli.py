@@ -631,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dashboard", cmd_dashboard, "serve optuna-dashboard + mixture views of a study DB", json_flag=False)
     p.add_argument("storage_url", help="study DB URL, e.g. sqlite:///studies/toy/study.db")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--allow-public", action="store_true", help="allow a non-loopback --host (no authentication!)")
     p.add_argument(
         "--allow-writes", action="store_true", help="let optuna-dashboard save notes, change trials (default read-only)"
@@ -697,6 +697,17 @@ def _sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _port(text: str) -> int:
+    """An ``int`` in 0-65535 (argparse type of ``--port``)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 0-65535 (0: any free one)")
+    return port
 
 
 def _joined_weights(argv: Sequence[str]) -> list[str]:

@@ -145,6 +145,17 @@ def test_errors_are_one_line_with_exit_1(argv: list[str], message: str, capsys: 
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("port", "message"), [("99999", "use 0-65535"), ("x", "'x' is not a port number")])
+def test_dashboard_port_out_of_range_is_an_argument_error(
+    port: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:  # argparse's exit code for a bad argument
+        main(["dashboard", "sqlite:///unused.db", "--port", port])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port" in err and message in err and "Traceback" not in err
+
+
 def test_bad_weights_message(launched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(launched["cfg"]), "--weights", "0.5,0.7,0.1"]) == 1
     assert "sum to 1" in capsys.readouterr().err
