@@ -102,7 +102,7 @@ def test_a_finished_study_is_reported_without_loading_a_backend(
     raw = yaml.safe_load(launched["cfg"].read_text())
     raw["objective"]["subset_size"] += 1
     other.write_text(yaml.safe_dump(raw))
-    assert main(["launch", str(other), *storage, "--quiet"]) == 1  # after loading: a bad model is named first
+    assert main(["launch", str(other), *storage, "--quiet"]) == 1  # checked once loaded: a bad model is named first
     assert re.search(r"different setup:\n  objective\.subset_size", capsys.readouterr().err)
     assert main(["resume", "c", *storage, "--n-trials", "4", "--quiet", "--json"]) == 0
     out, err = capsys.readouterr()
