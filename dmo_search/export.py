@@ -18,7 +18,7 @@ def export_merged(cfg: StudyConfig, weights: Sequence[float], out_dir: Path) -> 
     The mixture is recorded in ``out_dir/dmo_mixture.json``.
 
     Raises:
-        FileExistsError: ``out_dir`` exists and is not empty.
+        FileExistsError: ``out_dir`` is a file, or a folder that is not empty.
         OSError: writing failed (e.g. a full disk); the partial files are removed (the model is written to
             ``OUT_DIR.partial`` and renamed at the end, so a killed export leaves no ``OUT_DIR`` either).
     """
@@ -29,6 +29,8 @@ def export_merged(cfg: StudyConfig, weights: Sequence[float], out_dir: Path) -> 
     from dmo_search.atomic import atomic_folder
     from dmo_search.backends.hf import HFBackend
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a folder; choose a new OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new OUT_DIR")
     backend = HFBackend(cfg)

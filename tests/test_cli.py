@@ -80,6 +80,9 @@ def test_export_loads_in_transformers(launched: dict[str, Any], capsys: pytest.C
     # a second export into a non-empty folder is refused
     assert main(["export", "c", str(dest), "--storage", launched["storage"]]) == 1
     assert "not empty" in capsys.readouterr().err
+    # and one onto a file (the config, say) names that
+    assert main(["export", "c", str(launched["cfg"]), "--storage", launched["storage"]]) == 1
+    assert f"{launched['cfg']} is a file, not a folder; choose a new OUT_DIR" in capsys.readouterr().err
 
 
 def test_a_finished_study_is_reported_without_loading_a_backend(
