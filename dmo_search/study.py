@@ -208,9 +208,8 @@ def prepare_study(cfg: StudyConfig, *, force: bool = False) -> optuna.Study:
     storage = open_storage(url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period)
     cfg_json = json.loads(cfg.to_json())
     fingerprints = _fingerprints(cfg)
-    existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
-    if cfg.study_name in existing:
-        study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+    study = _stored_study(storage, cfg.study_name)
+    if study is not None:
         study.sampler = _sampler_for(cfg, len(study.trials))
         stored = study.user_attrs.get("config")
         if stored is None and _unfinished_setup(study):
@@ -248,11 +247,14 @@ def existing_study(cfg: StudyConfig) -> optuna.Study | None:
     if db is not None and not db.exists():
         return None
     storage = open_storage(url, heartbeat_interval=cfg.worker.heartbeat_interval, grace_period=cfg.worker.grace_period)
+    study = _stored_study(storage, cfg.study_name)
+    return None if study is None or _unfinished_setup(study) else study
+
+
+def _stored_study(storage: RDBStorage, study_name: str) -> optuna.Study | None:
+    """The study ``study_name`` in ``storage``, or None if there is none."""
     names = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
-    if cfg.study_name not in names:
-        return None
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
-    return None if _unfinished_setup(study) else study
+    return optuna.load_study(study_name=study_name, storage=storage) if study_name in names else None
 
 
 def _create_study(
