@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -363,3 +364,23 @@ def test_kill_then_resume(toy_world: Any, tmp_path: Path, sig: signal.Signals) -
         [*exe, "status", "k", "--storage", f"sqlite:///{db}"], capture_output=True, text=True, timeout=120
     )
     assert shown.returncode == 0 and "stopped before reporting" in shown.stdout  # why the killed trial failed
+
+
+def test_launch_on_the_vllm_backend_end_to_end(toy_world: Any, tmp_path: Path) -> None:
+    """The README's main job in a subprocess: `launch` on one live vLLM engine. Its stdout is JSON only,
+    and without -v vLLM's INFO lines (its engine config, a line per weight swap) stay off stderr."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed in this environment")
+    cfg = small_config(toy_world.root, tmp_path, name="v", n_trials=3, designs=["centre"])
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}  # in-process main() calls set it
+    res = subprocess.run(
+        [sys.executable, "-m", "dmo_search.cli", "launch", str(cfg), "--backend", "vllm", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout)["counts"] == {"COMPLETE": 3}
+    assert "vLLM engine (dense mode) ready" in res.stderr
+    assert [line for line in res.stderr.splitlines() if " INFO " in line] == []
