@@ -1,0 +1,42 @@
+"""The samplers' benchmark on the toy world's real objective (``benchmarks/sampler_toy.py``), on the
+session's toy world with the transformers backend: every study runs its budget on the subset, and the
+regret is read from scores on all examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import sampler_toy
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_sampler_runs_its_budget_and_is_scored_on_all_examples(
+    toy_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs.json"
+    argv = ["--config", str(toy_world.config_path), "--backend", "hf", "--seeds", "1", "--subset", "4"]
+    argv += ["--trials", "6", "--truth-subset", "8", "--grid-step", "1", "--json", str(out)]
+    assert sampler_toy.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "K=3 toy noise=" in printed and "Normalised regret after n trials" in printed
+
+    record = json.loads(out.read_text())
+    studies = {s["sampler"]: s for s in record["studies"]}
+    assert len(studies["gp-simplex"]["observed"]) == 6
+    assert (
+        len(studies["random"]["observed"]) == len(studies["tpe"]["observed"]) == 6 * sampler_toy.bench.BASELINE_FACTOR
+    )
+    assert len(studies["grid"]["observed"]) == 21  # the paper's K = 3 design
+    assert all(se > 0 for _, se in studies["random"]["observed"])  # a subset of 4 examples is noisy
+    true = {tuple(w): v for w, v in record["true"]}
+    assert {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)} <= set(true)  # the grid of step 1
+    for s in studies.values():  # each recommendation is scored on all examples
+        assert all(tuple(round(x, 9) for x in w) in true for w in s["recommended"].values())
+    assert record["f_mean"] == pytest.approx(
+        sum(true[v] for v in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]) / 3
+    )
