@@ -96,16 +96,21 @@ def torch_context(seed: int) -> Iterator[None]:
     only report what it already handles (optimiser iteration limits, flat starting values, jitter
     added to a Cholesky factorisation)."""
     import torch
-    from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
-    from linear_operator.utils.warnings import NumericalWarning
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        # linear_operator (imported with BoTorch, on the first use here) decorates functions with
+        # torch.jit.script, which torch deprecates with a FutureWarning at import time: it printed in the
+        # middle of a study's progress bar, and no user of dmo-search can act on it.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
+        from linear_operator.utils.warnings import NumericalWarning
+
         stack.enter_context(torch.random.fork_rng(devices=[]))
         # A device context intercepts every torch call (it doubles the cost of an acquisition
         # evaluation): enter it only when the user moved the default device off the CPU.
         if torch.get_default_device().type != "cpu":
             stack.enter_context(torch.device("cpu"))
-        stack.enter_context(warnings.catch_warnings())
         for category in (OptimizationWarning, BadInitialCandidatesWarning, NumericalWarning):
             warnings.simplefilter("ignore", category=category)
         torch.manual_seed(seed)

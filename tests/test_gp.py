@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,3 +104,12 @@ def test_a_noise_floor_holds_the_fitted_noise_at_that_sd_in_the_values_units() -
     with gp.torch_context(0):  # a floor far below the default lower bound leaves the default
         _, _, low = gp.fit_values(X, y, noisy=True, noise_floor=1e-9)
     assert float(low.likelihood.noise_covar.raw_noise_constraint.lower_bound) == pytest.approx(1e-4)
+
+
+def test_a_fresh_process_shows_no_torch_jit_deprecation() -> None:
+    """BoTorch's first import (inside ``torch_context``) pulls in linear_operator, whose torch.jit.script
+    decorators raise a FutureWarning that printed in the middle of a study's progress bar."""
+    code = "from dmo_search import optimize_simplex; optimize_simplex(lambda w: w[0], 3, 6, seed=0)"
+    res = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "torch.jit.script" not in res.stderr
