@@ -317,6 +317,28 @@ class Run:
     tried: dict[int, float] | None = None
 
 
+def new_study(
+    sampler_name: str,
+    n_domains: int,
+    *,
+    seed: int,
+    n_trials: int,
+    gp_design: str = "space-filling",
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> tuple[optuna.samplers.BaseSampler, optuna.Study, int]:
+    """A benchmark's study: its sampler (``sampler``, or the one ``sampler_name`` makes), the study, and its
+    number of trials (``n_trials``; for ``grid``, the paper's design, which is enqueued)."""
+    if sampler is None:
+        sampler = make_sampler(sampler_name, n_domains, seed=seed, initial_design=gp_design)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    if sampler_name == "grid":
+        design = simplex.paper_design(n_domains)
+        for w in design:
+            study.enqueue_trial(simplex.weights_to_params(w))
+        n_trials = len(design)
+    return sampler, study, n_trials
+
+
 def run_one(
     sampler_name: str,
     land: LandscapeBase,
@@ -333,14 +355,9 @@ def run_one(
     k = land.n_domains
     names = simplex.param_names(k)
     noise_rng = np.random.default_rng([seed, 7919])
-    if sampler is None:
-        sampler = make_sampler(sampler_name, k, seed=seed, initial_design=gp_design)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    if sampler_name == "grid":
-        design = simplex.paper_design(k)
-        for w in design:
-            study.enqueue_trial(simplex.weights_to_params(w))
-        n_trials = len(design)
+    sampler, study, n_trials = new_study(
+        sampler_name, k, seed=seed, n_trials=n_trials, gp_design=gp_design, sampler=sampler
+    )
     regret: dict[int, float] = {}
     tried: dict[int, float] = {}
     best_y, best_w = -math.inf, None

@@ -52,7 +52,6 @@ from dmo_search.noise import noise_check
 from dmo_search.objectives import make_objective
 from dmo_search.objectives.base import Objective
 from dmo_search.sampler import VALUE_SE_ATTR
-from dmo_search.sampling import make_sampler
 
 KIND = "toy"
 # vLLM's INFO lines (one per weight swap) would bury the progress lines, as the CLI hides them.
@@ -106,13 +105,7 @@ def run_study(
     study's seconds."""
     k = scores.cfg.n_domains
     names = simplex.param_names(k)
-    sampler = make_sampler(name, k, seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    if name == "grid":
-        design = simplex.paper_design(k)
-        for w in design:
-            study.enqueue_trial(simplex.weights_to_params(w))
-        n_trials = len(design)
+    sampler, study, n_trials = bench.new_study(name, k, seed=seed, n_trials=n_trials)
     recommended: dict[int, list[float]] = {}
     mixtures: list[list[float]] = []
     observed: list[tuple[float, float]] = []
