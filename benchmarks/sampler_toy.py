@@ -34,7 +34,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,12 @@ from dmo_search.objectives.base import Objective
 from dmo_search.sampler import VALUE_SE_ATTR
 
 KIND = "toy"
-# vLLM's INFO lines (one per weight swap) would bury the progress lines, as the CLI hides them.
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 class ToyScores:
     """The toy world's merged models, scored on a validation subset (trials) and on all examples (regret).
 
-    Every score is cached by its weights (rounded to 1e-9): a mixture is merged and scored once per view.
+    The regret's scores are cached by their weights (rounded to 1e-9): each mixture is scored once.
     """
 
     def __init__(self, cfg: StudyConfig, backend: Backend, truth_subset: int | None = None) -> None:
@@ -94,8 +92,9 @@ class ToyScores:
             self._true[key] = self.score(self._truth, key)[0]
         return self._true[key]
 
-    def best_known(self) -> float:
-        return max(self._true.values())
+    def known(self) -> dict[tuple[float, ...], float]:
+        """Every mixture scored for the regret so far, and its score."""
+        return dict(self._true)
 
 
 def run_study(
@@ -144,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--samplers", nargs="+", default=["gp-simplex", "tpe", "random", "grid"], choices=bench.SAMPLERS)
     ap.add_argument("--json", type=Path, help="also write every study's mixtures and scores here")
     args = ap.parse_args(argv)
+    # vLLM's INFO lines (one per weight swap) would bury the progress lines; the CLI hides them too.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    for flag in ("seeds", "subset", "trials", "truth_subset", "grid_step"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     if not args.config.is_file():
         ap.error(f"{args.config} not found: build the toy world first (`dmo-search toy build`) or pass --config")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -158,6 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(f"starting the {cfg.backend.name} backend ...", file=sys.stderr, flush=True)
     scores = ToyScores(cfg, make_backend(cfg), args.truth_subset)
+    try:
+        return _compare(args, cfg, scores, t_start)
+    finally:
+        scores.backend.close()
+
+
+def _compare(args: argparse.Namespace, cfg: StudyConfig, scores: ToyScores, t_start: float) -> int:
+    """Run every sampler on every seed and print the tables."""
+    k = cfg.n_domains
+    truth = "all examples" if args.truth_subset is None else f"{args.truth_subset} examples per domain"
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {text}", file=sys.stderr, flush=True)
@@ -165,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = simplex.grid_design(k, args.grid_step, interior=False)
     grid_values = [scores.true(w) for w in grid]
     f_mean = statistics.fmean(grid_values)
-    log(f"grid of {len(grid)} mixtures on all examples: best {max(grid_values):.4f}, mean {f_mean:.4f}")
+    log(f"grid of {len(grid)} mixtures on {truth}: best {max(grid_values):.4f}, mean {f_mean:.4f}")
 
     n_gp = args.trials or bench.CHECKPOINTS[k][-1]
     studies: list[dict[str, Any]] = []
@@ -185,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 _write(args.json, studies, scores, f_mean)
 
-    f_star = scores.best_known()
+    f_star = max(scores.known().values())
     noise = statistics.median(se for s in studies for _, se in s["observed"])
 
     def regret(w: Sequence[float]) -> float:
@@ -207,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _best_run(s["mixtures"], regret) if s["sampler"] == "gp-simplex" else None,
             )
         )
-    truth = "all examples" if args.truth_subset is None else f"{args.truth_subset} examples per domain"
     print(
         f"\nToy world ({args.config}), K={k}, backend {cfg.backend.name}; trials scored on {args.subset} examples per "
         f"domain (median standard error {noise:.3f}: the 'noise' column), regret on {truth}; f* = {f_star:.4f} "
@@ -219,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _best_run(mixtures: list[list[float]], regret: Any) -> dict[int, float]:
+def _best_run(mixtures: list[list[float]], regret: Callable[[Sequence[float]], float]) -> dict[int, float]:
     """Trials -> the regret of the best mixture run so far (scored on all examples)."""
     out, best = {}, math.inf
     for n, w in enumerate(mixtures, start=1):
@@ -229,7 +243,7 @@ def _best_run(mixtures: list[list[float]], regret: Any) -> dict[int, float]:
 
 
 def _write(path: Path, studies: list[dict[str, Any]], scores: ToyScores, f_mean: float) -> None:
-    true = [[list(w), v] for w, v in scores._true.items()]
+    true = [[list(w), v] for w, v in scores.known().items()]
     path.write_text(json.dumps({"studies": studies, "true": true, "f_mean": f_mean}, indent=1))
 
 

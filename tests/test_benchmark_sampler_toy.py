@@ -40,3 +40,11 @@ def test_every_sampler_runs_its_budget_and_each_recommendation_is_scored(
     assert record["f_mean"] == pytest.approx(
         sum(true[v] for v in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]) / 3
     )
+
+
+@pytest.mark.parametrize("flag", ["--seeds", "--subset", "--trials", "--truth-subset", "--grid-step"])
+def test_a_count_below_one_is_an_argument_error(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        sampler_toy.main([flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
