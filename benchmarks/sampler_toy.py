@@ -47,7 +47,7 @@ import sampler_efficiency as bench
 
 from dmo_search import simplex
 from dmo_search.backends import Backend, make_backend
-from dmo_search.config import StudyConfig, load_config, parse_config
+from dmo_search.config import StudyConfig, apply_overrides, load_config, parse_config
 from dmo_search.noise import noise_check
 from dmo_search.objectives import make_objective
 from dmo_search.objectives.base import Objective
@@ -65,16 +65,18 @@ class ToyScores:
     def __init__(self, cfg: StudyConfig, backend: Backend, truth_subset: int | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
-        raw = json.loads(cfg.model_dump_json())
-        raw["objective"]["subset_size"] = truth_subset
-        self._truth = make_objective(parse_config(raw).objective)
+        self._truth = self._objective(subset_size=truth_subset)
         self._true: dict[tuple[float, ...], float] = {}
         self.seconds = 0.0  # merging and scoring, all views
 
     def subset(self, subset_size: int, seed: int) -> Objective:
         """The objective a study with ``subset_size`` examples per domain drawn with ``seed`` scores on."""
+        return self._objective(subset_size=subset_size, subset_seed=seed)
+
+    def _objective(self, **changes: Any) -> Objective:
+        """The config's objective with ``changes`` to its ``objective`` keys."""
         raw = json.loads(self.cfg.model_dump_json())
-        raw["objective"].update(subset_size=subset_size, subset_seed=seed)
+        raw["objective"].update(changes)
         return make_objective(parse_config(raw).objective)
 
     def score(self, objective: Objective, w: Sequence[float]) -> tuple[float, float]:
@@ -152,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config.is_file():
         ap.error(f"{args.config} not found: build the toy world first (`dmo-search toy build`) or pass --config")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = load_config(args.config)
-    if args.backend:
-        raw = json.loads(cfg.model_dump_json())
-        raw["backend"]["name"] = args.backend
-        cfg = parse_config(raw)
+    cfg = apply_overrides(load_config(args.config), backend=args.backend)
     k = cfg.n_domains
     if k not in bench.CHECKPOINTS:
         ap.error(f"the config has {k} domains; the checkpoints cover K in {sorted(bench.CHECKPOINTS)}")
