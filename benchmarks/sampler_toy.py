@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -145,8 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--samplers", nargs="+", default=["gp-simplex", "tpe", "random", "grid"], choices=bench.SAMPLERS)
     ap.add_argument("--json", type=Path, help="also write every study's mixtures and scores here")
     args = ap.parse_args(argv)
-    # vLLM's INFO lines (one per weight swap) would bury the progress lines; the CLI hides them too.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     for flag in ("seeds", "subset", "trials", "truth_subset", "grid_step"):
         value = getattr(args, flag)
         if value is not None and value < 1:

@@ -34,11 +34,10 @@ def _setup_logging(verbose: bool) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    if not verbose:
-        # vLLM logs at INFO its whole engine config at start and a line per weight swap (one per trial):
-        # about 40 lines for one `eval`, which bury the progress bar. Its warnings stay; -v shows all.
+    if verbose:
+        # The vLLM backend quiets vLLM to WARNING (dmo_search.backends.vllm); -v keeps its INFO lines.
         # Read when vllm is first imported and inherited by the engine's processes; a user's setting wins.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
 
 
 def _quiet_hf() -> None:

@@ -372,7 +372,7 @@ def test_launch_on_the_vllm_backend_end_to_end(toy_world: Any, tmp_path: Path) -
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed in this environment")
     cfg = small_config(toy_world.root, tmp_path, name="v", n_trials=3, designs=["centre"])
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}  # in-process main() calls set it
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}  # earlier in-process imports set it
     res = subprocess.run(
         [sys.executable, "-m", "dmo_search.cli", "launch", str(cfg), "--backend", "vllm", "--json"],
         capture_output=True,

@@ -78,6 +78,9 @@ _T = TypeVar("_T")
 # vLLM logs to stdout by default, which would mix its lines into `--json` output: send them to stderr
 # (read when vllm is first imported, and inherited by the engine's processes). A user's setting wins.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+# vLLM logs at INFO its whole engine config at start and a line per weight swap (one per trial): about
+# 40 lines for one `eval`, which bury the progress bar. Its warnings stay; `dmo-search -v` asks for INFO.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 EXTENSION_CLS = "dmo_search.backends.vllm_ext.MergeWorkerExtension"
 # vLLM's accepted max_lora_rank values (vllm.config.lora.MaxLoRARanks).
