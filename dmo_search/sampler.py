@@ -618,11 +618,12 @@ class SimplexGPSampler(BaseSampler):
 
     def _maximise_posterior_mean(self, history: _History) -> NDArray[np.float64]:
         import torch
-        from botorch.acquisition.analytic import PosteriorMean
-        from botorch.acquisition.objective import ScalarizedPosteriorTransform
 
         seed = self._posterior_seed(history)
         with torch_context(seed):
+            from botorch.acquisition.analytic import PosteriorMean
+            from botorch.acquisition.objective import ScalarizedPosteriorTransform
+
             X, Y, model = history.fitted(recommending=True)
             m = Y.shape[-1]
             transform = (
