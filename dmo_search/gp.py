@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from dmo_search.quiet_imports import import_botorch
+
 if TYPE_CHECKING:
     import torch
     from botorch.models import SingleTaskGP
@@ -83,23 +85,9 @@ def value_scale(Y: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.where(sd > _RELATIVE_MIN_SPREAD * size, sd, np.where(size > 0, size, 1.0))
 
 
-@functools.cache
-def _import_botorch() -> None:
-    """Import BoTorch (with gpytorch and linear_operator) once, hiding one warning of that import.
-
-    linear_operator decorates functions with torch.jit.script, which torch deprecates with a
-    FutureWarning at import time: it printed in the middle of a study's progress bar and at the top of
-    ``report``, and no user of dmo-search can act on it. Every function here that touches BoTorch first
-    calls this, so the first import, wherever it happens, is the quiet one.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-        import botorch  # noqa: F401
-
-
 def model_errors() -> tuple[type[Exception], ...]:
     """What a GP fit or an acquisition search raises on data it cannot model (callers fall back)."""
-    _import_botorch()
+    import_botorch()
     from botorch.exceptions.errors import BotorchError
 
     return (BotorchError, RuntimeError, ValueError, np.linalg.LinAlgError)
@@ -112,7 +100,7 @@ def torch_context(seed: int) -> Iterator[None]:
     added to a Cholesky factorisation)."""
     import torch
 
-    _import_botorch()
+    import_botorch()
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
         from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -104,26 +102,3 @@ def test_a_noise_floor_holds_the_fitted_noise_at_that_sd_in_the_values_units() -
     with gp.torch_context(0):  # a floor far below the default lower bound leaves the default
         _, _, low = gp.fit_values(X, y, noisy=True, noise_floor=1e-9)
     assert float(low.likelihood.noise_covar.raw_noise_constraint.lower_bound) == pytest.approx(1e-4)
-
-
-_FIRST_BOTORCH_USES = {
-    "a study": "from dmo_search import optimize_simplex; optimize_simplex(lambda w: w[0], 3, 6, seed=0)",
-    # `report` and `best` on a finished study: the recommendation is the process's first use of BoTorch.
-    "a recommendation": (
-        "import optuna; from dmo_search import simplex; from dmo_search.sampler import SimplexGPSampler\n"
-        "study = optuna.create_study(direction='maximize', sampler=optuna.samplers.RandomSampler(seed=0))\n"
-        "names = simplex.param_names(3)\n"
-        "study.optimize(lambda t: simplex.params_to_weights({p: t.suggest_float(p, 0, 1) for p in names}, 3)[0], 6)\n"
-        "print(SimplexGPSampler(3).recommend(study))"
-    ),
-}
-
-
-@pytest.mark.parametrize("first_use", sorted(_FIRST_BOTORCH_USES))
-def test_a_fresh_process_shows_no_torch_jit_deprecation(first_use: str) -> None:
-    """BoTorch's first import pulls in linear_operator, whose torch.jit.script decorators raise a
-    FutureWarning that printed in the middle of a study's progress bar, and at the top of ``report``."""
-    code = _FIRST_BOTORCH_USES[first_use]
-    res = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "torch.jit.script" not in res.stderr

@@ -65,7 +65,10 @@ class DashboardApp:
     """
 
     def __init__(self, storage: RDBStorage, storage_url: str, *, allow_writes: bool = False) -> None:
-        import optuna_dashboard
+        from dmo_search.quiet_imports import jit_deprecation_hidden
+
+        with jit_deprecation_hidden():  # optuna-dashboard and the BoTorch it imports use torch.jit.script
+            import optuna_dashboard
 
         self.storage = storage
         self.storage_url = storage_url
