@@ -26,8 +26,8 @@ def jit_deprecation_hidden() -> Iterator[None]:
 
 @functools.cache
 def import_botorch() -> None:
-    """Import BoTorch (with gpytorch and linear_operator) once, quietly. Every function that touches
-    BoTorch calls this first (:mod:`dmo_search.gp` does), so the first import, wherever it happens, is
-    the quiet one."""
+    """Import BoTorch (with gpytorch and linear_operator) once, quietly. dmo-search reaches BoTorch
+    through :func:`dmo_search.gp.torch_context` and :func:`dmo_search.gp.model_errors`, which call this
+    first, so its first import is the quiet one."""
     with jit_deprecation_hidden():
         import botorch  # noqa: F401
