@@ -317,17 +317,25 @@ class Run:
     tried: dict[int, float] | None = None
 
 
-def new_study(
+def run_trials(
     sampler_name: str,
     n_domains: int,
+    evaluate: Callable[[list[float]], tuple[float, float | None]],
     *,
     seed: int,
     n_trials: int,
     gp_design: str = "space-filling",
     sampler: optuna.samplers.BaseSampler | None = None,
-) -> tuple[optuna.samplers.BaseSampler, optuna.Study, int]:
-    """A benchmark's study: its sampler (``sampler``, or the one ``sampler_name`` makes), the study, and its
-    number of trials (``n_trials``; for ``grid``, the paper's design, which is enqueued)."""
+) -> tuple[dict[int, list[float]], list[list[float]], list[tuple[float, float | None]]]:
+    """One benchmark study of ``n_trials`` trials (for ``grid``, the paper's design, enqueued) with the
+    sampler ``sampler_name`` makes (or ``sampler``, a variant of it), each trial's mixture scored by
+    ``evaluate`` (its value, and its standard error or None; one that is given is recorded as the worker
+    does, and gp-simplex reads it).
+
+    Returns:
+        per trial, the recommended mixture (gp-simplex's own, else the best observed); the trials'
+        mixtures; their ``(value, se)``.
+    """
     if sampler is None:
         sampler = make_sampler(sampler_name, n_domains, seed=seed, initial_design=gp_design)
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -336,7 +344,24 @@ def new_study(
         for w in design:
             study.enqueue_trial(simplex.weights_to_params(w))
         n_trials = len(design)
-    return sampler, study, n_trials
+    names = simplex.param_names(n_domains)
+    recommended: dict[int, list[float]] = {}
+    mixtures: list[list[float]] = []
+    observed: list[tuple[float, float | None]] = []
+    best_y, best_w = -math.inf, [1.0 / n_domains] * n_domains
+    for n in range(1, n_trials + 1):
+        trial = study.ask()
+        w = simplex.params_to_weights({p: trial.suggest_float(p, 0.0, 1.0) for p in names}, n_domains)
+        y, se = evaluate(w)
+        if se is not None:
+            trial.set_user_attr(VALUE_SE_ATTR, se)
+        study.tell(trial, y)
+        observed.append((y, se))
+        mixtures.append(w)
+        if y > best_y:
+            best_y, best_w = y, w
+        recommended[n] = sampler.recommend(study) if sampler_name == "gp-simplex" else best_w  # type: ignore[attr-defined]
+    return recommended, mixtures, observed
 
 
 def run_one(
@@ -352,37 +377,33 @@ def run_one(
     """One study of ``n_trials`` trials; the regret of the sampler's recommendation, and of the best
     mixture run so far (scored without noise), is recorded after every trial. ``sampler``, if given, is
     used instead of the one ``sampler_name`` makes (a variant of it, e.g. another acquisition search)."""
-    k = land.n_domains
-    names = simplex.param_names(k)
     noise_rng = np.random.default_rng([seed, 7919])
-    sampler, study, n_trials = new_study(
-        sampler_name, k, seed=seed, n_trials=n_trials, gp_design=gp_design, sampler=sampler
-    )
-    regret: dict[int, float] = {}
-    tried: dict[int, float] = {}
-    best_y, best_w = -math.inf, None
-    ys: list[float] = []
-    t0 = time.perf_counter()
-    for n in range(1, n_trials + 1):
-        trial = study.ask()
-        w = simplex.params_to_weights({p: trial.suggest_float(p, 0.0, 1.0) for p in names}, k)
+
+    def evaluate(w: list[float]) -> tuple[float, float | None]:
         y = float(land.f(np.asarray(w))[0]) + noise * float(noise_rng.normal())
-        if noise > 0:  # the score's standard error, as the worker records it (gp-simplex reads it)
-            trial.set_user_attr(VALUE_SE_ATTR, noise)
-        study.tell(trial, y)
-        ys.append(y)
-        tried[n] = min(land.regret(w), tried.get(n - 1, math.inf))
-        if y > best_y:
-            best_y, best_w = y, w
-        if sampler_name == "gp-simplex":
-            regret[n] = land.regret(sampler.recommend(study))  # type: ignore[attr-defined]
-        else:
-            assert best_w is not None
-            regret[n] = land.regret(best_w)
+        return y, (noise if noise > 0 else None)  # the score's standard error, as the worker records it
+
+    t0 = time.perf_counter()
+    recommended, mixtures, observed = run_trials(
+        sampler_name, land.n_domains, evaluate, seed=seed, n_trials=n_trials, gp_design=gp_design, sampler=sampler
+    )
     seconds = time.perf_counter() - t0
-    check = noise_check([(y, noise) for y in ys]) if noise > 0 else None
+    regret = {n: land.regret(w) for n, w in recommended.items()}
+    check = noise_check([(y, noise) for y, _ in observed]) if noise > 0 else None
     share = None if check is None else check.share
-    return Run(sampler_name, k, land.kind, noise, seed, regret, seconds, share, tried)
+    tried = best_run_regret(mixtures, land.regret)
+    return Run(sampler_name, land.n_domains, land.kind, noise, seed, regret, seconds, share, tried)
+
+
+def best_run_regret(
+    mixtures: Sequence[Sequence[float]], regret: Callable[[Sequence[float]], float]
+) -> dict[int, float]:
+    """Trials -> the regret of the best mixture run so far."""
+    out, best = {}, math.inf
+    for n, w in enumerate(mixtures, start=1):
+        best = min(best, regret(w))
+        out[n] = best
+    return out
 
 
 def one_study_parser(description: str | None) -> argparse.ArgumentParser:

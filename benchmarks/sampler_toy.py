@@ -28,12 +28,12 @@ grid)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,6 @@ from dmo_search.config import StudyConfig, apply_overrides, load_config, parse_c
 from dmo_search.noise import noise_check
 from dmo_search.objectives import make_objective
 from dmo_search.objectives.base import Objective
-from dmo_search.sampler import VALUE_SE_ATTR
 
 KIND = "toy"
 
@@ -96,33 +95,6 @@ class ToyScores:
     def known(self) -> dict[tuple[float, ...], float]:
         """Every mixture scored for the regret so far, and its score."""
         return dict(self._true)
-
-
-def run_study(
-    name: str, scores: ToyScores, objective: Objective, *, seed: int, n_trials: int
-) -> tuple[dict[int, list[float]], list[list[float]], list[tuple[float, float]], float]:
-    """One study: per trial, the recommended mixture; the trials' mixtures and their (value, se); the
-    study's seconds."""
-    k = scores.cfg.n_domains
-    names = simplex.param_names(k)
-    sampler, study, n_trials = bench.new_study(name, k, seed=seed, n_trials=n_trials)
-    recommended: dict[int, list[float]] = {}
-    mixtures: list[list[float]] = []
-    observed: list[tuple[float, float]] = []
-    best_y, best_w = -math.inf, [1.0 / k] * k
-    t0 = time.perf_counter()
-    for n in range(1, n_trials + 1):
-        trial = study.ask()
-        w = simplex.params_to_weights({p: trial.suggest_float(p, 0.0, 1.0) for p in names}, k)
-        y, se = scores.score(objective, w)
-        trial.set_user_attr(VALUE_SE_ATTR, se)  # as the worker records it (gp-simplex reads it)
-        study.tell(trial, y)
-        observed.append((y, se))
-        mixtures.append(w)
-        if y > best_y:
-            best_y, best_w = y, w
-        recommended[n] = sampler.recommend(study) if name == "gp-simplex" else best_w  # type: ignore[attr-defined]
-    return recommended, mixtures, observed, time.perf_counter() - t0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,7 +155,11 @@ def _compare(args: argparse.Namespace, cfg: StudyConfig, scores: ToyScores, t_st
         objective = scores.subset(args.subset, seed)
         for name in args.samplers:
             n = n_gp if name in ("gp-simplex", "optuna-gp") else bench.BASELINE_FACTOR * n_gp
-            rec, mixtures, observed, seconds = run_study(name, scores, objective, seed=seed, n_trials=n)
+            t0 = time.perf_counter()
+            rec, mixtures, observed = bench.run_trials(
+                name, k, functools.partial(scores.score, objective), seed=seed, n_trials=n
+            )
+            seconds = time.perf_counter() - t0
             # gp-simplex's trials are scored on all examples too: its recommendation against the best run
             for w in (*rec.values(), *(mixtures if name == "gp-simplex" else ())):
                 scores.true(w)
@@ -214,7 +190,7 @@ def _compare(args: argparse.Namespace, cfg: StudyConfig, scores: ToyScores, t_st
                 {n: regret(w) for n, w in s["recommended"].items()},
                 0.0,
                 None if check is None else check.share,
-                _best_run(s["mixtures"], regret) if s["sampler"] == "gp-simplex" else None,
+                bench.best_run_regret(s["mixtures"], regret) if s["sampler"] == "gp-simplex" else None,
             )
         )
     print(
@@ -226,15 +202,6 @@ def _compare(args: argparse.Namespace, cfg: StudyConfig, scores: ToyScores, t_st
     for line in bench.print_tables(runs, {}, print):
         print(line)
     return 0
-
-
-def _best_run(mixtures: list[list[float]], regret: Callable[[Sequence[float]], float]) -> dict[int, float]:
-    """Trials -> the regret of the best mixture run so far (scored on all examples)."""
-    out, best = {}, math.inf
-    for n, w in enumerate(mixtures, start=1):
-        best = min(best, regret(w))
-        out[n] = best
-    return out
 
 
 def _write(path: Path, studies: list[dict[str, Any]], scores: ToyScores, f_mean: float) -> None:
