@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
+from dmo_search.quiet_imports import import_botorch
 from tests._pg import pg_cluster  # noqa: F401  (session fixture: a temporary PostgreSQL cluster)
+
+# Test modules import BoTorch at collection; importing it here first, as the package does, keeps
+# linear_operator's torch.jit.script FutureWarning (no one can act on it) out of the warnings summary.
+import_botorch()
 
 
 @pytest.fixture(scope="session")
