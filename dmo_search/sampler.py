@@ -598,7 +598,9 @@ class SimplexGPSampler(BaseSampler):
         seed = _derived_seed(self._seed, number)
         with torch_context(seed):
             X, Y, model = history.fitted()
-            acqf = build_acquisition(model, X, Y, history.pending, seed, n_mc_samples=self._n_mc_samples)
+            acqf = build_acquisition(
+                model, X, Y, history.pending, seed, n_mc_samples=self._n_mc_samples, noisy=history.noisy
+            )
             anchors = best_mixtures(model, X)
             candidates = maximise_on_simplex(
                 acqf,

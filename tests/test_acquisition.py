@@ -33,24 +33,36 @@ def _model(target: list[float], n: int = 10, m: int = 1) -> tuple[torch.Tensor, 
 
 
 @pytest.mark.parametrize(
-    ("m", "name"),
+    ("m", "noisy", "name"),
     [
-        (1, "qLogNoisyExpectedImprovement"),
-        (2, "qLogNoisyExpectedHypervolumeImprovement"),
-        (5, "qLogNParEGO"),
+        (1, True, "qLogNoisyExpectedImprovement"),
+        (1, False, "qUpperConfidenceBound"),
+        (2, True, "qLogNoisyExpectedHypervolumeImprovement"),
+        (2, False, "qLogNoisyExpectedHypervolumeImprovement"),
+        (5, True, "qLogNParEGO"),
     ],
 )
-def test_the_acquisition_follows_the_number_of_objectives(m: int, name: str) -> None:
+def test_the_acquisition_follows_the_number_of_objectives_and_the_noise(m: int, noisy: bool, name: str) -> None:
     """... and a pending mixture is worth less than when it was not pending (it is as good as run)."""
     X, Y, model = _model([0.6, 0.3, 0.1], m=m)
     pending = np.array([[0.6, 0.3, 0.1]])
     values = []
     for p in (np.zeros((0, 3)), pending):
-        acqf = build_acquisition(model, X, Y, p, seed=0, n_mc_samples=64)  # type: ignore[arg-type]
+        acqf = build_acquisition(model, X, Y, p, seed=0, n_mc_samples=64, noisy=noisy)  # type: ignore[arg-type]
         assert type(acqf).__name__ == name
         with torch.no_grad():
             values.append(float(acqf(torch.from_numpy(pending).unsqueeze(0))))
-    assert values[1] < values[0] - 1.0, values  # log-acquisition values
+    if name == "qUpperConfidenceBound":
+        # A batch is worth the expected best of its members' bounds: the pending mixture adds nothing
+        # to itself (up to the Monte-Carlo error), no mixture is worth less beside it. That a worker
+        # beside a pending mixture goes elsewhere is tested in tests/test_sampler.py.
+        others = torch.from_numpy(np.random.default_rng(1).dirichlet(np.ones(3), 16)).unsqueeze(1)
+        with torch.no_grad():
+            gains = acqf(others)
+        assert values[1] == pytest.approx(values[0], abs=0.01), values
+        assert float(gains.min()) > values[1] - 0.01, gains
+    else:
+        assert values[1] < values[0] - 1.0, values  # log-acquisition values
 
 
 def test_the_posterior_mean_is_maximised_on_a_face_of_the_simplex() -> None:

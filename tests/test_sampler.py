@@ -4,6 +4,7 @@ trials, storage reloads, directions, several objectives, batches and recommendat
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -129,22 +130,26 @@ def test_the_scale_of_the_objective_does_not_change_the_proposals() -> None:
     assert simplex.simplex_distance(rec, study.sampler.recommend(study)) < 0.02  # type: ignore[attr-defined]
 
 
-def test_running_trials_are_pending_and_not_proposed_again() -> None:
+def test_running_trials_are_pending_and_not_proposed_again(caplog: pytest.LogCaptureFixture) -> None:
     k = 3
     f = _quadratic([0.5, 0.3, 0.2])
     study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(k, seed=0, **FAST))
     for w in [simplex.centre(k), *simplex.vertices(k), [0.5, 0.25, 0.25]]:
         _add(study, w, f(w))
-    first, w1 = _ask_weights(study, k)  # RUNNING, parameters written
-    second = study.ask()
-    second.relative_params  # noqa: B018 -- proposed, parameters not yet written
-    w2 = second._cached_frozen_trial.system_attrs.get(WEIGHTS_SYSTEM_ATTR)
-    assert w2 is None  # the frozen copy predates the proposal; read it from the storage
-    w2 = study._storage.get_trial(second._trial_id).system_attrs[WEIGHTS_SYSTEM_ATTR]
-    third, w3 = _ask_weights(study, k)
+    with caplog.at_level(logging.INFO, logger=sampler_module.__name__):
+        first, w1 = _ask_weights(study, k)  # RUNNING, parameters written
+        second = study.ask()
+        second.relative_params  # noqa: B018 -- proposed, parameters not yet written
+        w2 = second._cached_frozen_trial.system_attrs.get(WEIGHTS_SYSTEM_ATTR)
+        assert w2 is None  # the frozen copy predates the proposal; read it from the storage
+        w2 = study._storage.get_trial(second._trial_id).system_attrs[WEIGHTS_SYSTEM_ATTR]
+        third, w3 = _ask_weights(study, k)
     assert simplex.simplex_distance(w1, w2) > 0.03
     assert simplex.simplex_distance(w1, w3) > 0.03
     assert simplex.simplex_distance(w2, w3) > 0.03
+    # The acquisition itself moved away from the pending mixtures (qUCB here, the objective is
+    # noiseless): none of the three was a repeat replaced by a space-filling mixture.
+    assert "space-filling" not in caplog.text, caplog.text
     # With nothing pending any more (failed trials are left out), the same data gives the first
     # proposal back: the distances above come from the pending points, not from the seeds.
     for trial in (first, second, third):
@@ -447,6 +452,28 @@ def test_two_objectives_use_the_hypervolume(monkeypatch: pytest.MonkeyPatch) -> 
     _assert_on_simplex(weights, 3)
     assert used == ["qLogNoisyExpectedHypervolumeImprovement"] * 2
     _assert_on_simplex([study.sampler.recommend(study)], 3)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("se", "name"), [(None, "qUpperConfidenceBound"), (0.01, "qLogNoisyExpectedImprovement")])
+def test_one_objective_uses_ucb_without_noise_and_logei_with_it(
+    monkeypatch: pytest.MonkeyPatch, se: float | None, name: str
+) -> None:
+    from dmo_search.sampler import VALUE_SE_ATTR
+
+    used = _spy_acquisition(monkeypatch)
+    sampler = SimplexGPSampler(3, seed=0, n_startup_trials=4, **FAST)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for w in np.random.default_rng(0).dirichlet(np.ones(3), 6):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=simplex.weights_to_params(list(w)),
+                distributions=simplex.distributions(3),
+                values=[-float(np.sum((w - [0.5, 0.3, 0.2]) ** 2))],
+                user_attrs={VALUE_SE_ATTR: se} if se else {},
+            )
+        )
+    _assert_on_simplex(sampler.propose_batch(study, 2), 3)
+    assert used == [name]
 
 
 def test_many_objectives_use_parego(monkeypatch: pytest.MonkeyPatch) -> None:
