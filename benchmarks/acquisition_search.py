@@ -1,9 +1,10 @@
 """Does gp-simplex's acquisition search find what the acquisition asks for? Default search against a larger one.
 
 One study of ``benchmarks/sampler_efficiency.py`` (a landscape, a seed, a noise level) is run with
-gp-simplex as it is. At each of its qLogNEI proposals the same acquisition function, on the same trials,
-is maximised a second time with a larger search (``--restarts`` SLSQP starts from ``--raw-samples``
-draws, against the default 10 from 512), and the log-EI each search reached is printed side by side,
+gp-simplex as it is. At each of its proposals the same acquisition function (qLogNEI with noise, qUCB
+without), on the same trials, is maximised a second time with a larger search (``--restarts`` SLSQP
+starts from ``--raw-samples`` draws, against the default 10 from 512), and the acquisition value (log-EI
+or the upper bound, in the standardised score's units) each search reached is printed side by side,
 with the share of the data that separates the two proposals. Then the study is run again with the larger
 search as its own, and both studies' regret after the checkpoints is printed with their run times.
 
@@ -42,16 +43,18 @@ DEFAULT_RESTARTS, DEFAULT_RAW = int(_DEFAULTS["n_restarts"].default), int(_DEFAU
 @contextmanager
 def _second_search(restarts: int, raw_samples: int, out: list[tuple[float, float, float, float]]) -> Iterator[None]:
     """While active, each single-objective proposal is also searched with ``restarts`` / ``raw_samples``;
-    ``(log-EI default, log-EI larger, share of data between them, seconds of the second search)`` is
-    appended to ``out``. The study still takes the default search's proposal."""
+    ``(value default, value larger, share of data between them, seconds of the second search)`` is
+    appended to ``out``. The study still takes the default search's proposal (the recommendation's
+    posterior mean, also maximised by ``maximise_on_simplex``, is not searched again)."""
     import torch
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.acquisition.monte_carlo import qUpperConfidenceBound
 
     original = sampler_module.maximise_on_simplex
 
     def both(acqf: Any, n_domains: int, **kw: Any) -> np.ndarray:
         chosen = original(acqf, n_domains, **kw)
-        if isinstance(acqf, qLogNoisyExpectedImprovement):
+        if isinstance(acqf, (qLogNoisyExpectedImprovement, qUpperConfidenceBound)):
             t0 = time.perf_counter()
             larger = original(acqf, n_domains, **{**kw, "n_restarts": restarts, "raw_samples": raw_samples})
             seconds = time.perf_counter() - t0
@@ -83,14 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default = bench.run_one("gp-simplex", land, noise=args.noise, seed=args.seed, n_trials=n_trials)
     default.seconds -= sum(p[3] for p in pairs)  # the study's own time, without the second searches
     print(
-        f"\n## log-EI of each proposal: default search ({DEFAULT_RESTARTS} starts from {DEFAULT_RAW} draws) "
+        f"\n## acquisition value of each proposal: default search ({DEFAULT_RESTARTS} starts from {DEFAULT_RAW} draws) "
         f"against {args.restarts} from {args.raw_samples}, on the same trials"
     )
     print(f"  {'proposal':>8} {'default':>9} {'larger':>9} {'larger-default':>15} {'data apart':>11}")
     for i, (a, b, apart, _) in enumerate(pairs, start=1):
         print(f"  {i:>8} {a:>9.3f} {b:>9.3f} {b - a:>+15.3f} {apart:>11.3f}")
     higher = sum(b - a > 0.01 for a, b, _, _ in pairs)
-    print(f"  the larger search reached a log-EI higher by more than 0.01 at {higher} of {len(pairs)} proposals")
+    print(f"  the larger search reached a value higher by more than 0.01 at {higher} of {len(pairs)} proposals")
 
     print(f"{setting}: the study with the larger search as its own ...", file=sys.stderr, flush=True)
     larger_sampler = SimplexGPSampler(args.k, seed=args.seed, n_restarts=args.restarts, raw_samples=args.raw_samples)

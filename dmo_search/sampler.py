@@ -28,10 +28,12 @@ How one proposal is made
    instead of the near-noiseless default (and in the GP that recommends, a floor at the trials' median
    standard error); when none does, the lengthscale prior is scaled by how far apart mixtures lie on
    the simplex rather than by the number of inputs. The model is :mod:`dmo_search.gp`.
-4. The acquisition is noise-aware: qLogNEI [Ament2023logei]_ for one objective; qLogNEHVI
-   [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
-   exponentially with the number of objectives). Pending mixtures enter as ``X_pending``, so parallel
-   workers do not propose the same point.
+4. The acquisition: for one noisy objective qLogNEI [Ament2023logei]_, noise-aware; for one noiseless
+   objective (no trial reports a standard error) qUCB with ``beta = 2`` [Srinivas2010ucb]_, which
+   explores more where qLogNEI steps greedily (:func:`dmo_search.acquisition.build_acquisition` has
+   the measurements); qLogNEHVI [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the
+   hypervolume's cost grows exponentially with the number of objectives). Pending mixtures enter as
+   ``X_pending``, so parallel workers do not propose the same point.
 5. The acquisition is maximised by SLSQP (:mod:`dmo_search.acquisition`) from a few starts chosen
    among uniform draws, draws on the faces, the vertices and perturbations of the best mixtures; the
    result is clipped to ``[0, 1]``, weights below ``1e-6`` become exact zeros, and it is renormalised.
@@ -59,6 +61,8 @@ References
    Improvements to Expected Improvement for Bayesian Optimization. NeurIPS 2023.
 .. [Daulton2021nehvi] S. Daulton, M. Balandat, E. Bakshy. Parallel Bayesian Optimization of Multiple
    Noisy Objectives with Expected Hypervolume Improvement. NeurIPS 2021.
+.. [Srinivas2010ucb] N. Srinivas, A. Krause, S. Kakade, M. Seeger. Gaussian Process Optimization in
+   the Bandit Setting: No Regret and Experimental Design. ICML 2010.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def test_the_second_search_is_recorded_and_the_study_keeps_the_default_proposal(
     assert sampler_module.maximise_on_simplex is original, "the default search is restored"
     assert len(pairs) == N_TRIALS - (K + 1)  # one per GP proposal, none during the initial design
     for default, larger, apart, seconds in pairs:
-        assert math.isfinite(default) and math.isfinite(larger)  # log-EI values
+        assert math.isfinite(default) and math.isfinite(larger)  # qUCB values (the objective is noiseless)
         assert 0.0 <= apart <= 1.0 and seconds > 0.0
 
 
