@@ -44,14 +44,16 @@ def build_acquisition(
     """qLogNEI (one noisy objective), qUCB (one noiseless objective), qLogNEHVI (up to four objectives)
     or qLogNParEGO, with ``pending`` as ``X_pending``.
 
-    ``noisy`` says whether the trials report a standard error above zero. Without noise, qLogNEI's
-    steps are greedy where the landscape is flattest (an 8-domain optimum deep in the interior, whose
-    whole spread is 0.007 in score): qUCB with ``beta = 2`` (mean + 1.41 sd) explores more early on.
+    ``noisy`` says whether the trials report a standard error above zero. Without noise, qLogNEI fell
+    short on the flattest landscape (an 8-domain optimum deep in the interior, whose whole spread is
+    0.007 in score: regret 0.071 after 30 trials); qUCB with ``beta = 2`` (mean + 1.41 sd) gives the
+    posterior sd a fixed weight.
     Measured side by side with ``benchmarks/sampler_efficiency.py``'s noiseless landscapes (docs/sampler.md
-    has the figures): K = 8 interior, seeds 10-14 and 20-39, regret after 30 trials median 0.009 ->
-    0.008, worst 0.071 -> 0.042, after 40 worst 0.024 -> 0.008; faces and vertices the same or faster
-    by 30 trials; K = 3 and K = 4 faces the same after 12 and 18 trials. Noisy objectives keep qLogNEI:
-    its improvement is measured against the posterior of the observed mixtures, not the noisy scores.
+    has the figures): K = 8 interior, seeds 10-39, regret after 30 trials median 0.009 -> 0.008, worst
+    0.071 -> 0.042, after 40 worst 0.024 -> 0.008 (slower after 15 trials, median 0.049 -> 0.067); K = 8
+    faces and vertices (seeds 20-29) the same or better after 30 trials; K = 3 after 12 trials and K = 4
+    faces after 18 the same. Noisy objectives keep qLogNEI: its improvement is measured against the
+    posterior at the observed mixtures, not against their noisy scores.
 
     NOTE: a one-shot knowledge gradient (16 fantasies, 4 SLSQP starts on the simplex), which values a
     mixture by how much it would raise the maximum of the posterior mean (the recommendation), was
