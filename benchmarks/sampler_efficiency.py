@@ -452,9 +452,7 @@ def proposal_latency(sampler_name: str, n_domains: int, n_completed: int = 100, 
         y = float(land.f(w)[0]) + 0.01 * float(rng.normal())
         study.add_trial(
             optuna.trial.create_trial(
-                params=simplex.weights_to_params(w),
-                distributions=simplex.distributions(k),
-                value=y,
+                params=simplex.weights_to_params(w), distributions=simplex.distributions(k), value=y
             )
         )
     times = []

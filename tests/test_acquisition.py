@@ -43,7 +43,8 @@ def _model(target: list[float], n: int = 10, m: int = 1) -> tuple[torch.Tensor, 
     ],
 )
 def test_the_acquisition_follows_the_number_of_objectives_and_the_noise(m: int, noisy: bool, name: str) -> None:
-    """... and a pending mixture is worth less than when it was not pending (it is as good as run)."""
+    """... and a pending mixture adds nothing to a batch: the log-acquisitions value it far lower than
+    when it was not pending (it is as good as run); qUCB values the batch by its best member."""
     X, Y, model = _model([0.6, 0.3, 0.1], m=m)
     pending = np.array([[0.6, 0.3, 0.1]])
     values = []
