@@ -30,9 +30,10 @@ How one proposal is made
    the simplex rather than by the number of inputs. The model is :mod:`dmo_search.gp`.
 4. The acquisition: for one noisy objective qLogNEI [Ament2023logei]_, noise-aware; for one noiseless
    objective (no trial reports a standard error) qUCB with ``beta = 2`` [Srinivas2010ucb]_, whose
-   worst 8-domain studies end lower than qLogNEI's (:func:`dmo_search.acquisition.build_acquisition`
-   has the measurements); qLogNEHVI [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the
-   hypervolume's cost grows exponentially with the number of objectives). Pending mixtures enter as
+   worst 8-domain study measured ends lower than qLogNEI's
+   (:func:`dmo_search.acquisition.build_acquisition` has the measurements); qLogNEHVI
+   [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
+   exponentially with the number of objectives). Pending mixtures enter as
    ``X_pending``, so parallel workers do not propose the same point.
 5. The acquisition is maximised by SLSQP (:mod:`dmo_search.acquisition`) from a few starts chosen
    among uniform draws, draws on the faces, the vertices and perturbations of the best mixtures; the
