@@ -33,8 +33,8 @@ How one proposal is made
    worst 8-domain study measured ends lower than qLogNEI's
    (:func:`dmo_search.acquisition.build_acquisition` has the measurements); qLogNEHVI
    [Daulton2021nehvi]_ for up to four objectives, qLogNParEGO beyond (the hypervolume's cost grows
-   exponentially with the number of objectives). Pending mixtures enter as
-   ``X_pending``, so parallel workers do not propose the same point.
+   exponentially with the number of objectives). Pending mixtures enter as ``X_pending``, so
+   parallel workers do not propose the same point.
 5. The acquisition is maximised by SLSQP (:mod:`dmo_search.acquisition`) from a few starts chosen
    among uniform draws, draws on the faces, the vertices and perturbations of the best mixtures; the
    result is clipped to ``[0, 1]``, weights below ``1e-6`` become exact zeros, and it is renormalised.

@@ -69,12 +69,16 @@ def _assert_on_simplex(weights: Sequence[Sequence[float]], k: int) -> None:
         assert abs(sum(w) - 1.0) <= 1e-9, w
 
 
-def _add(study: optuna.Study, w: Sequence[float], value: float | Sequence[float]) -> None:
+def _add(study: optuna.Study, w: Sequence[float], value: float | Sequence[float], se: float | None = None) -> None:
+    """A completed trial of mixture ``w``; ``se``, when given, is its recorded standard error (``value_se``)."""
     k = len(w)
     values = [value] if isinstance(value, (int, float)) else list(value)
     study.add_trial(
         optuna.trial.create_trial(
-            params=simplex.weights_to_params(w), distributions=simplex.distributions(k), values=values
+            params=simplex.weights_to_params(w),
+            distributions=simplex.distributions(k),
+            values=values,
+            user_attrs={sampler_module.VALUE_SE_ATTR: se} if se is not None else {},
         )
     )
 
@@ -326,23 +330,13 @@ def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
     from gpytorch.priors import GammaPrior, LogNormalPrior
 
     from dmo_search.gp import fit_gp
-    from dmo_search.sampler import VALUE_SE_ATTR
 
     rng = np.random.default_rng(0)
     fitted = {}
     for se in (None, 0.0, 0.05):
         study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(2, seed=0))
         for x in np.linspace(0.0, 1.0, 25):
-            y = -((x - 0.4) ** 2) + 0.05 * float(rng.normal())
-            attrs = {} if se is None else {VALUE_SE_ATTR: se}
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=simplex.weights_to_params([x, 1 - x]),
-                    distributions=simplex.distributions(2),
-                    values=[y],
-                    user_attrs=attrs,
-                )
-            )
+            _add(study, [x, 1 - x], -((x - 0.4) ** 2) + 0.05 * float(rng.normal()), se=se)
         history = study.sampler._history(study, exclude_trial_id=None)  # type: ignore[attr-defined]
         assert history.noisy is (se == 0.05)
         model = fit_gp(torch.from_numpy(history.X), torch.from_numpy(history.Y), noisy=history.noisy)
@@ -357,20 +351,11 @@ def test_reported_standard_errors_give_the_noise_a_flat_prior() -> None:
 def test_the_recommending_gp_keeps_its_noise_at_the_reported_standard_error() -> None:
     """The GP whose posterior mean is the recommendation (and ``posterior_mean``) fits its noise no lower
     than the trials' median ``value_se``; the proposals' GP learns its noise freely."""
-    from dmo_search.sampler import VALUE_SE_ATTR
-
     rng = np.random.default_rng(1)
     study = optuna.create_study(direction="maximize", sampler=SimplexGPSampler(3, seed=0, **FAST))
     for i, w in enumerate(rng.dirichlet(np.ones(3), size=12)):
         y = -float(np.sum((w - [0.5, 0.3, 0.2]) ** 2)) + 0.01 * float(rng.normal())
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=simplex.weights_to_params(list(w)),
-                distributions=simplex.distributions(3),
-                values=[y],
-                user_attrs={VALUE_SE_ATTR: (0.04, 0.05, 0.06)[i % 3]},
-            )
-        )
+        _add(study, list(w), y, se=(0.04, 0.05, 0.06)[i % 3])
     sampler = study.sampler
     history = sampler._history(study, exclude_trial_id=None)  # type: ignore[attr-defined]
     assert history.noisy and history.noise_sd == pytest.approx(0.05)
@@ -458,20 +443,11 @@ def test_two_objectives_use_the_hypervolume(monkeypatch: pytest.MonkeyPatch) -> 
 def test_one_objective_uses_ucb_without_noise_and_logei_with_it(
     monkeypatch: pytest.MonkeyPatch, se: float | None, name: str
 ) -> None:
-    from dmo_search.sampler import VALUE_SE_ATTR
-
     used = _spy_acquisition(monkeypatch)
     sampler = SimplexGPSampler(3, seed=0, n_startup_trials=4, **FAST)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for w in np.random.default_rng(0).dirichlet(np.ones(3), 6):
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=simplex.weights_to_params(list(w)),
-                distributions=simplex.distributions(3),
-                values=[-float(np.sum((w - [0.5, 0.3, 0.2]) ** 2))],
-                user_attrs={VALUE_SE_ATTR: se} if se else {},
-            )
-        )
+        _add(study, list(w), -float(np.sum((w - [0.5, 0.3, 0.2]) ** 2)), se=se)
     _assert_on_simplex(sampler.propose_batch(study, 2), 3)
     assert used == [name]
 
