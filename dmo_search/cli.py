@@ -104,6 +104,7 @@ def _load_cfg(args: argparse.Namespace) -> Any:
         seed=getattr(args, "seed", None),
         n_trials=getattr(args, "n_trials", None),
         sampler=getattr(args, "sampler", None),
+        batch_size=getattr(args, "batch_size", None),
     )
 
 
@@ -175,7 +176,12 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
     study: Any = None
     if resume:
         study, cfg = join_study(
-            args.study, args.storage, n_trials=args.n_trials, backend=args.backend, force=args.force
+            args.study,
+            args.storage,
+            n_trials=args.n_trials,
+            backend=args.backend,
+            force=args.force,
+            batch_size=args.batch_size,
         )
         reap_stale_trials(study, say=_log.warning)
     else:
@@ -284,6 +290,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         n_trials=args.n_trials,
         backend=args.backend,
         force=args.force,
+        batch_size=args.batch_size,
         progress=not args.quiet,
         say=_log.info,
     )
@@ -545,6 +552,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+_BATCH_HELP = "trials claimed and scored at once (overrides worker.batch_size; 1: one at a time)"
+
+
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument("--study-name", help="override study_name")
@@ -576,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("launch", cmd_launch, "create a study from CONFIG and run it")
     p.add_argument("config", help="study YAML, e.g. configs/toy.yaml")
     _add_overrides(p)
+    p.add_argument("--batch-size", type=int, metavar="Q", help=_BATCH_HELP)
     p.add_argument("--force", action="store_true", help="continue a stored study even if its setup differs")
     p.add_argument("--no-run", action="store_true", help="only create (or check) the study; `worker`s run it")
     p.add_argument(
@@ -601,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="study DB URL (default sqlite:///studies/<study>/study.db)")
     p.add_argument("--n-trials", type=int, help="new total of completed trials")
     p.add_argument("--backend", choices=["hf", "vllm"], help="override backend.name")
+    p.add_argument("--batch-size", type=int, metavar="Q", help=_BATCH_HELP)
     p.add_argument("--force", action="store_true", help="continue even if the model files changed since launch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -609,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="study DB URL, e.g. postgresql+psycopg://user:pw@host:5432/db")
     p.add_argument("--n-trials", type=int, help="new total of completed trials for the study (stored)")
     p.add_argument("--backend", choices=["hf", "vllm"], help="override backend.name for this worker")
+    p.add_argument("--batch-size", type=int, metavar="Q", help=_BATCH_HELP + "; this worker only")
     p.add_argument("--force", action="store_true", help="run even if the model files changed since launch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

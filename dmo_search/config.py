@@ -277,6 +277,12 @@ class WorkerConfig(_Frozen):
         default=15, ge=2, description="seconds without heartbeat after which a RUNNING trial counts as dead"
     )
     max_consecutive_failures: int = Field(default=3, ge=1, description="stop after this many failed trials in a row")
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="trials a worker claims and scores at once (exact_match on vllm: one engine call per domain)",
+    )
 
     @model_validator(mode="after")
     def _grace_exceeds_interval(self) -> WorkerConfig:
@@ -383,6 +389,11 @@ class StudyConfig(_Frozen):
             for w in resolve_design(spec, names, where=f"search.designs[{i}]"):
                 if constraints is not None and not isinstance(spec, str):
                     constraints.check(w, f"search.designs[{i}]")
+        if self.worker.batch_size > 1 and self.objective.fidelities:
+            raise ValueError(
+                f"worker.batch_size {self.worker.batch_size} scores whole batches, but objective.fidelities prunes "
+                "one trial at a time; set worker.batch_size: 1 or remove objective.fidelities"
+            )
         missing = [n for n in names if self.promotion is not None and n not in self.promotion.train_data]
         if missing:  # entries for other domains are allowed (a shared promotion section) and unused
             raise ValueError(
@@ -615,7 +626,7 @@ def load_config(path: str | Path) -> StudyConfig:
 def apply_overrides(cfg: StudyConfig, **overrides: Any) -> StudyConfig:
     """Return ``cfg`` with CLI overrides applied (``None`` values are ignored).
 
-    Known keys: ``storage``, ``study_name``, ``backend``, ``seed``, ``n_trials``, ``sampler``.
+    Known keys: ``storage``, ``study_name``, ``backend``, ``seed``, ``n_trials``, ``sampler``, ``batch_size``.
     """
     data = json.loads(cfg.model_dump_json())
     mapping = {
@@ -625,6 +636,7 @@ def apply_overrides(cfg: StudyConfig, **overrides: Any) -> StudyConfig:
         "seed": ("search", "seed"),
         "n_trials": ("search", "n_trials"),
         "sampler": ("search", "sampler"),
+        "batch_size": ("worker", "batch_size"),
     }
     for key, value in overrides.items():
         if value is None:

@@ -50,6 +50,7 @@ __all__ = [
     "best_record",
     "check_objective",
     "evaluate_mixture",
+    "evaluate_mixtures",
     "existing_study",
     "failure_reason",
     "hide_password",
@@ -366,6 +367,37 @@ def evaluate_mixture(
     else:
         result = objective.evaluate(backend)
     return result, t1 - t0, time.perf_counter() - t1
+
+
+def evaluate_mixtures(
+    backend: Backend, objective: Objective, mixtures: Sequence[Sequence[float]]
+) -> list[tuple[ObjectiveResult, float, float] | Exception]:
+    """Score several mixtures: in one engine batch when the objective has ``evaluate_many`` and the
+    backend ``generate_many`` (a failure then fails the whole batch), else one after another with
+    :func:`evaluate_mixture` (a failure fails its mixture only).
+
+    Returns, per mixture, ``(result, merge_seconds, eval_seconds)`` or the exception that failed it. A
+    batch has no separate merge (each adapter is built inside the engine call): it reports merge 0 and
+    each mixture's share of the call's seconds as its eval seconds.
+    """
+    from dmo_search.backends import BatchBackend
+
+    many = getattr(objective, "evaluate_many", None)
+    if many is not None and len(mixtures) > 1 and isinstance(backend, BatchBackend):
+        t0 = time.perf_counter()
+        try:
+            results: list[ObjectiveResult] = many(backend, mixtures)
+        except Exception as e:
+            return [e for _ in mixtures]
+        share = (time.perf_counter() - t0) / len(mixtures)
+        return [(r, 0.0, share) for r in results]
+    out: list[tuple[ObjectiveResult, float, float] | Exception] = []
+    for w in mixtures:
+        try:
+            out.append(evaluate_mixture(backend, objective, w))
+        except Exception as e:
+            out.append(e)
+    return out
 
 
 def failure_reason(t: FrozenTrial) -> str | None:

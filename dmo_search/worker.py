@@ -16,6 +16,12 @@ Exactly the budget completes, whatever the number of workers:
   Optuna's stale-trial callback enqueues its mixture again (a new trial number; numbers never repeat);
 * every storage call retries with exponential backoff while the DB is unreachable (a PostgreSQL
   restart, a network blip), for up to ``DB_RETRY_SECONDS``.
+
+With ``worker.batch_size`` q > 1 a worker claims up to q trials at once (never more than the budget
+leaves), their new mixtures proposed together (gp-simplex's ``propose_batch``: one GP fit, each mixture
+pending for the next) and enqueued, then scores them together
+(:func:`~dmo_search.study.evaluate_mixtures`: one engine call per domain on a vLLM ``lora`` engine) and
+tells them one by one.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from dmo_search.study import (
     _sqlite_path,
     check_objective,
     evaluate_mixture,
+    evaluate_mixtures,
     hide_password,
     load_study,
     nothing_to_run,
@@ -61,7 +68,7 @@ from dmo_search.study import (
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
     from dmo_search.config import StudyConfig
-    from dmo_search.objectives import Objective
+    from dmo_search.objectives import Objective, ObjectiveResult
 
 __all__ = [
     "DB_RETRY_SECONDS",
@@ -316,35 +323,54 @@ def _reap(study: optuna.Study, cfg: StudyConfig) -> None:
     _fail_heartbeatless(study, storage, older_than=cfg.worker.grace_period + cfg.worker.heartbeat_interval)
 
 
-def _claim(study: optuna.Study, cfg: StudyConfig, target: int, say: Callable[[str], None]) -> optuna.Trial | None:
-    """Ask for the next trial if the budget is not covered yet; None once it is complete.
+def _claim(
+    study: optuna.Study, cfg: StudyConfig, target: int, say: Callable[[str], None], q: int = 1
+) -> list[optuna.Trial]:
+    """Ask for up to ``q`` trials while the budget is not covered yet; [] once it is complete.
 
-    While running trials cover the rest of the budget, wait for them (and fail dead ones)."""
+    While running trials cover the rest of the budget, wait for them (and fail dead ones). Several new
+    mixtures are proposed as one batch (:func:`_enqueue_batch`)."""
     waited = False
     while True:
         _reap(study, cfg)
-        trial = None
+        trials: list[optuna.Trial] = []
         with _claim_lock(study) as still_held:
             complete, running, waiting = _counts(study)
             if complete >= target:
-                return None
-            if cfg.search.sampler == "grid" and waiting == 0:
-                if running == 0:
-                    return None
-            elif complete + running < target:
+                return []
+            if cfg.search.sampler == "grid":  # only the designs run
+                if waiting == 0 and running == 0:
+                    return []
+                n = min(q, waiting, target - complete - running)
+            else:
+                n = min(q, target - complete - running)
+            if n > 0:
+                _enqueue_batch(study, n - waiting)
                 with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trial = study.ask()
+                    trials = [study.ask() for _ in range(n)]
                 if still_held():
-                    return trial
-        if trial is not None:
-            if _within_budget(study, trial, target, say):
-                return trial
+                    return trials
+        if trials:
+            kept = [t for t in trials if _within_budget(study, t, target, say)]
+            if kept:
+                return kept
             continue
         if not waited:
             say(f"{complete} trial(s) complete and {running} running cover the budget of {target}; waiting for them")
             waited = True
         time.sleep(min(1.0, cfg.worker.heartbeat_interval))
+
+
+def _enqueue_batch(study: optuna.Study, n: int) -> None:
+    """Enqueue ``n`` >= 2 new mixtures from the sampler's ``propose_batch`` (gp-simplex: one GP fit, each
+    candidate pending for the next, running and waiting trials pending too), so the next asks run them.
+    Other samplers propose at each ask (running trials are pending for TPE's constant liar, if set)."""
+    propose = getattr(study.sampler, "propose_batch", None)
+    if n < 2 or propose is None:
+        return
+    for w in propose(study, n):
+        study.enqueue_trial(simplex.weights_to_params(w), user_attrs={"weights": w})
 
 
 def _within_budget(study: optuna.Study, trial: optuna.Trial, target: int, say: Callable[[str], None]) -> bool:
@@ -389,27 +415,27 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: fl
         raise
 
 
-def _score(
-    trial: optuna.Trial, k: int, worker: str, backend: Backend, objective: Objective
-) -> tuple[dict[str, Any], float | None]:
-    """Suggest the trial's mixture, merge and score it; (user attrs to store, value or None if it failed)."""
+def _suggest(trial: optuna.Trial, k: int, worker: str) -> list[float]:
+    """The trial's mixture (from its sampler, or fixed when enqueued), recorded on the trial."""
     for name in simplex.param_names(k):
         trial.suggest_float(name, 0.0, 1.0)
     weights = simplex.params_to_weights(trial.params, k)
     trial.set_user_attr("weights", weights)
     trial.set_user_attr("worker", worker)
-    try:
-        result, merge_s, eval_s = evaluate_mixture(backend, objective, weights, trial=trial)
-        if not math.isfinite(result.value):
-            raise StudyError(
-                f"the objective returned {result.value} (scores {result.scores}); check the experts for NaN/inf "
-                "weights and the validation data"
-            )
-    except (optuna.exceptions.UpdateFinishedTrialError, optuna.TrialPruned):
-        raise  # TrialPruned: objective.fidelities pruned it (dmo_search/fidelity.py)
-    except Exception as e:
-        _log.debug(f"trial {trial.number} failed", exc_info=True)
-        return {"error": f"{type(e).__name__}: {e}"[:2000]}, None
+    return weights
+
+
+def _scored(result: ObjectiveResult, merge_s: float, eval_s: float) -> tuple[dict[str, Any], float]:
+    """The user attrs to store for a scored mixture, and its value.
+
+    Raises:
+        StudyError: the value is not finite.
+    """
+    if not math.isfinite(result.value):
+        raise StudyError(
+            f"the objective returned {result.value} (scores {result.scores}); check the experts for NaN/inf "
+            "weights and the validation data"
+        )
     attrs = {
         "scores": result.scores,
         VALUE_SE_ATTR: result.value_se,  # gp-simplex reads it
@@ -418,6 +444,42 @@ def _score(
         "eval_seconds": eval_s,
     }
     return attrs, result.value
+
+
+def _failed(trial: optuna.Trial, e: Exception) -> tuple[dict[str, Any], None]:
+    _log.debug(f"trial {trial.number} failed", exc_info=e)
+    return {"error": f"{type(e).__name__}: {e}"[:2000]}, None
+
+
+def _score(
+    trial: optuna.Trial, k: int, worker: str, backend: Backend, objective: Objective
+) -> tuple[dict[str, Any], float | None]:
+    """Suggest the trial's mixture, merge and score it; (user attrs to store, value or None if it failed)."""
+    weights = _suggest(trial, k, worker)
+    try:
+        return _scored(*evaluate_mixture(backend, objective, weights, trial=trial))
+    except (optuna.exceptions.UpdateFinishedTrialError, optuna.TrialPruned):
+        raise  # TrialPruned: objective.fidelities pruned it (dmo_search/fidelity.py)
+    except Exception as e:
+        return _failed(trial, e)
+
+
+def _score_batch(
+    trials: list[optuna.Trial], k: int, worker: str, backend: Backend, objective: Objective
+) -> list[tuple[dict[str, Any], float | None]]:
+    """:func:`_score` for several trials at once (:func:`~dmo_search.study.evaluate_mixtures`: one
+    engine batch where the objective and backend allow it); each trial records the batch's size."""
+    mixtures = [_suggest(t, k, worker) for t in trials]
+    out: list[tuple[dict[str, Any], float | None]] = []
+    for trial, got in zip(trials, evaluate_mixtures(backend, objective, mixtures), strict=True):
+        try:
+            if isinstance(got, Exception):
+                raise got
+            attrs, value = _scored(*got)
+            out.append(({**attrs, "batch_size": len(trials)}, value))
+        except Exception as e:
+            out.append(_failed(trial, e))
+    return out
 
 
 def run_trials(
@@ -455,32 +517,47 @@ def run_trials(
     done = failed = streak = 0
     last_error = ""
     bar = _Progress(study, target, progress, cfg.objective.subset_size)
+    q = cfg.worker.batch_size
     try:
-        while (trial := _claim(study, cfg, target, say)) is not None:
-            with _Heartbeat(study._storage, trial._trial_id, cfg.worker.heartbeat_interval):
+        while trials := _claim(study, cfg, target, say, q):
+            outcomes: list[tuple[TrialState, bool]] = []
+            with contextlib.ExitStack() as beats:
+                for trial in trials:
+                    beats.enter_context(_Heartbeat(study._storage, trial._trial_id, cfg.worker.heartbeat_interval))
                 try:
-                    try:
-                        attrs, value = _score(trial, k, worker, backend, objective)
-                        state = TrialState.FAIL if value is None else TrialState.COMPLETE
-                    except optuna.TrialPruned:
-                        attrs, value, state = {}, None, TrialState.PRUNED
+                    if len(trials) == 1:
+                        try:
+                            scored = [_score(trials[0], k, worker, backend, objective)]
+                            pruned = False
+                        except optuna.TrialPruned:
+                            scored, pruned = [({}, None)], True
+                    else:
+                        scored, pruned = _score_batch(trials, k, worker, backend, objective), False
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    scored, pruned = [], False
+                for trial, (attrs, value) in zip(trials, scored, strict=False):
+                    state = TrialState.PRUNED if pruned else TrialState.FAIL if value is None else TrialState.COMPLETE
                     if state == TrialState.FAIL:
                         last_error = str(attrs["error"])
-                    for key, v in attrs.items():
-                        trial.set_user_attr(key, v)
-                    told = _tell(study, trial, state, value)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    told = False
-            if not told:
-                say(f"trial {trial.number} was failed by another worker (its heartbeat expired); it is retried")
-                continue
-            bar(study, study._storage.get_trial(trial._trial_id))
-            if state in (TrialState.COMPLETE, TrialState.PRUNED):
-                done, streak = done + (state == TrialState.COMPLETE), 0
-                continue
-            failed, streak = failed + 1, streak + 1
-            if streak >= cfg.worker.max_consecutive_failures:
-                raise StudyError(f"stopped after {streak} failed trials in a row; last error: {last_error}")
+                    try:
+                        for key, v in attrs.items():
+                            trial.set_user_attr(key, v)
+                        told = _tell(study, trial, state, value)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        told = False
+                    outcomes.append((state, told))
+            outcomes += [(TrialState.FAIL, False)] * (len(trials) - len(outcomes))
+            for trial, (state, told) in zip(trials, outcomes, strict=True):
+                if not told:
+                    say(f"trial {trial.number} was failed by another worker (its heartbeat expired); it is retried")
+                    continue
+                bar(study, study._storage.get_trial(trial._trial_id))
+                if state in (TrialState.COMPLETE, TrialState.PRUNED):
+                    done, streak = done + (state == TrialState.COMPLETE), 0
+                    continue
+                failed, streak = failed + 1, streak + 1
+                if streak >= cfg.worker.max_consecutive_failures:
+                    raise StudyError(f"stopped after {streak} failed trials in a row; last error: {last_error}")
     finally:
         bar.close()
     complete, _, _ = _counts(study)
@@ -494,6 +571,7 @@ def join_study(
     n_trials: int | None = None,
     backend: str | None = None,
     force: bool = False,
+    batch_size: int | None = None,
 ) -> tuple[optuna.Study, StudyConfig]:
     """Load a study and its stored config, and check the model files against the stored fingerprints.
 
@@ -504,6 +582,7 @@ def join_study(
             :func:`store_budget` stores it for every worker).
         backend: override ``backend.name`` for this process only.
         force: continue even if the base or expert files changed since launch.
+        batch_size: override ``worker.batch_size`` for this process only.
 
     Raises:
         StudyError: no such study, or its files changed and ``force`` is false.
@@ -525,8 +604,8 @@ def join_study(
             f"study {study_name!r} was launched with other model files:\n  {lines}\n"
             "Restore the files, launch a new study (--study-name NAME), or pass --force to continue anyway."
         )
-    if n_trials is not None or backend is not None:
-        cfg = apply_overrides(cfg, n_trials=n_trials, backend=backend)
+    if n_trials is not None or backend is not None or batch_size is not None:
+        cfg = apply_overrides(cfg, n_trials=n_trials, backend=backend, batch_size=batch_size)
     return study, cfg
 
 
@@ -548,6 +627,7 @@ def run_worker(
     n_trials: int | None = None,
     backend: str | None = None,
     force: bool = False,
+    batch_size: int | None = None,
     progress: bool = False,
     say: Callable[[str], None] = _log.info,
 ) -> dict[str, Any]:
@@ -556,7 +636,7 @@ def run_worker(
     from dmo_search.backends import make_backend
     from dmo_search.objectives import make_objective
 
-    study, cfg = join_study(study_name, storage, n_trials=n_trials, backend=backend, force=force)
+    study, cfg = join_study(study_name, storage, n_trials=n_trials, backend=backend, force=force, batch_size=batch_size)
     say(f"worker {socket.gethostname()}:{os.getpid()} joined study {study_name!r} (budget {cfg.search.n_trials})")
     objective = make_objective(cfg.objective)
     done = nothing_to_run(study, cfg)

@@ -137,13 +137,12 @@ def test_claim_whose_lock_a_restart_cut_is_given_back(toy_world: Any, pg_cluster
         with admin.connect() as c:  # end A's lock session, as a server restart does
             c.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"))
         admin.dispose()
-        trial_b = _claim(study_b, cfg, 1, said.append)
-        assert trial_b is not None
+        [trial_b] = _claim(study_b, cfg, 1, said.append)
         study_b.tell(trial_b, 0.5)
         return ask_a()
 
     study_a.ask = ask_while_the_lock_is_cut  # type: ignore[method-assign]
-    assert _claim(study_a, cfg, 1, said.append) is None  # the budget is complete: nothing left to claim
+    assert _claim(study_a, cfg, 1, said.append) == []  # the budget is complete: nothing left to claim
 
     trials = study_b.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]

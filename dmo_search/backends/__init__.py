@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmo_search.backends.base import Backend, BackendError
+from dmo_search.backends.base import Backend, BackendError, BatchBackend
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
 
-__all__ = ["Backend", "BackendError", "make_backend"]
+__all__ = ["Backend", "BackendError", "BatchBackend", "make_backend"]
 
 
 def make_backend(cfg: StudyConfig) -> Backend:
@@ -25,5 +25,6 @@ def make_backend(cfg: StudyConfig) -> Backend:
     if cfg.backend.name == "vllm":
         from dmo_search.backends.vllm import VLLMBackend
 
-        return VLLMBackend(cfg)
+        # lora mode: room for a whole worker batch of adapters in one engine batch
+        return VLLMBackend(cfg, max_loras=max(4, cfg.worker.batch_size))
     raise ValueError(f"unknown backend {cfg.backend.name!r}; choose 'hf' or 'vllm'")

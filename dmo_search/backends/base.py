@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "BackendError", "chat_prompt"]
+__all__ = ["Backend", "BackendError", "BatchBackend", "chat_prompt"]
 
 
 class BackendError(RuntimeError):
@@ -87,4 +87,16 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the engine."""
+        ...
+
+
+@runtime_checkable
+class BatchBackend(Backend, Protocol):
+    """A backend that scores several mixtures in one call (vLLM: q LoRA adapters in one batch)."""
+
+    def generate_many(
+        self, mixtures: Sequence[Sequence[float]], prompts: Sequence[str], *, max_new_tokens: int
+    ) -> list[list[str]]:
+        """Greedy completions of ``prompts`` under each mixture: ``out[j][i]`` for mixture j, prompt i.
+        The current mixture is unchanged afterwards."""
         ...

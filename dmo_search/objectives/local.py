@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from dmo_search.objectives.data import ValidationSet, load_validation_set, neste
 from dmo_search.objectives.metrics import GENERATION_METRICS
 
 if TYPE_CHECKING:
-    from dmo_search.backends import Backend
+    from dmo_search.backends import Backend, BatchBackend
     from dmo_search.config import ObjectiveConfig
 
 __all__ = ["ExactMatchObjective", "LoglikObjective"]
@@ -40,16 +41,26 @@ class _LocalObjective(ABC):
     def evaluate(self, backend: Backend, *, n: int | None = None) -> ObjectiveResult:
         """Score every domain; ``n`` scores a nested seeded sub-sample of each fixed subset."""
         per_example: dict[str, list[float]] = {}
+        for d, vs in self._subsets(n).items():
+            try:
+                per_example[d] = self._score_domain(backend, vs)
+            except Exception as e:
+                raise _domain_error(d, e) from e
+        return self._result(per_example)
+
+    def _subsets(self, n: int | None) -> dict[str, ValidationSet]:
+        """Each domain's fixed subset, or its nested seeded sub-sample of ``n`` examples."""
+        out = {}
         for d, vs in self.sets.items():
             if n is not None and n < len(vs.examples):
                 keep = nested_subset(range(len(vs.examples)), n, seed=self.cfg.subset_seed, domain=d)
                 vs = replace(
                     vs, indices=tuple(vs.indices[i] for i in keep), examples=tuple(vs.examples[i] for i in keep)
                 )
-            try:
-                per_example[d] = self._score_domain(backend, vs)
-            except Exception as e:
-                raise ObjectiveError(f"domain {d!r} could not be scored: {type(e).__name__}: {e}") from e
+            out[d] = vs
+        return out
+
+    def _result(self, per_example: dict[str, list[float]]) -> ObjectiveResult:
         scores = {d: sum(v) / len(v) for d, v in per_example.items()}
         return ObjectiveResult(
             value=aggregate(scores, self.weights),
@@ -59,15 +70,46 @@ class _LocalObjective(ABC):
         )
 
 
+def _domain_error(domain: str, e: Exception) -> ObjectiveError:
+    return ObjectiveError(f"domain {domain!r} could not be scored: {type(e).__name__}: {e}")
+
+
 class ExactMatchObjective(_LocalObjective):
     """Greedy answers scored against the reference answers by ``objective.metric`` (default normalised
     exact match; see :data:`~dmo_search.objectives.metrics.GENERATION_METRICS`)."""
 
     def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
-        prompts = [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
-        preds = backend.generate(prompts, max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
+        preds = backend.generate(
+            self._prompts(backend, vs), max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size
+        )
+        return self._scores(vs, preds)
+
+    def _prompts(self, backend: Backend, vs: ValidationSet) -> list[str]:
+        return [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
+
+    def _scores(self, vs: ValidationSet, preds: Sequence[str]) -> list[float]:
         score = GENERATION_METRICS[self.cfg.metric or "exact_match"]
         return [score(p, ex.answers) for p, ex in zip(preds, vs.examples, strict=True)]
+
+    def evaluate_many(self, backend: BatchBackend, mixtures: Sequence[Sequence[float]]) -> list[ObjectiveResult]:
+        """Score q mixtures with one :meth:`~dmo_search.backends.vllm.VLLMBackend.generate_many` call per
+        domain (in ``lora`` mode, q adapters in one engine batch); ``out[j]`` is what :meth:`evaluate`
+        gives with mixture j applied. The backend's current mixture is unchanged.
+
+        Raises:
+            ObjectiveError: a domain could not be scored (every mixture of the batch fails with it).
+        """
+        per_example: list[dict[str, list[float]]] = [{} for _ in mixtures]
+        for d, vs in self.sets.items():
+            try:
+                outs = backend.generate_many(
+                    mixtures, self._prompts(backend, vs), max_new_tokens=self.cfg.max_new_tokens
+                )
+                for j, preds in enumerate(outs):
+                    per_example[j][d] = self._scores(vs, preds)
+            except Exception as e:
+                raise _domain_error(d, e) from e
+        return [self._result(p) for p in per_example]
 
 
 class LoglikObjective(_LocalObjective):

@@ -392,6 +392,48 @@ def test_q_candidates_in_one_generate_equal_one_by_one(
     assert len({tuple(o) for o in one}) > 1, "the mixtures should not all give the same answers"
 
 
+def test_a_batch_worker_scores_q_mixtures_in_one_engine_call_per_domain(
+    engines: _Engines, lora_cfg: StudyConfig, tmp_path: Path
+) -> None:
+    """``worker.batch_size: 3`` on the LoRA engine: each batch of 3 trials is one ``generate_many`` call
+    per domain, and every trial gets the score its mixture gets alone."""
+    from dmo_search.objectives import make_objective
+    from dmo_search.study import prepare_study
+    from dmo_search.worker import run_trials
+
+    vb = engines.get("lora")
+    data = json.loads(lora_cfg.model_dump_json())
+    data.update(study_name="lorabatch", storage=f"sqlite:///{tmp_path / 'batch.db'}")
+    data["objective"]["subset_size"] = 4
+    data["search"].update(sampler="gp-simplex", n_trials=6, designs=[])
+    data["worker"]["batch_size"] = 3
+    cfg = StudyConfig.model_validate(data)
+    objective = make_objective(cfg.objective)
+    calls: list[int] = []
+    generate_many = vb.generate_many
+
+    def counted(mixtures: Any, prompts: Any, **kw: Any) -> list[list[str]]:
+        calls.append(len(mixtures))
+        return generate_many(mixtures, prompts, **kw)
+
+    vb.generate_many = counted  # type: ignore[method-assign]  # counts the real calls, passes them through
+    try:
+        study = prepare_study(cfg)
+        report = run_trials(study, cfg, vb, objective)
+    finally:
+        del vb.generate_many
+    assert (report.completed, report.failed, report.study_complete) == (6, 0, 6)
+    assert calls == [3] * (2 * len(cfg.objective.validation))  # 2 batches, one call per domain each
+    trials = study.get_trials(deepcopy=False)
+    assert [t.user_attrs["batch_size"] for t in trials] == [3] * 6
+    assert len({tuple(t.user_attrs["weights"]) for t in trials}) == 6
+    for t in (trials[0], trials[4]):
+        vb.set_mixture(t.user_attrs["weights"])
+        alone = objective.evaluate(vb)
+        assert (t.value, t.user_attrs["scores"]) == (alone.value, alone.scores)
+    vb.restore_base()
+
+
 def test_engine_death_raises_backend_error_and_restart_recovers(
     engines: _Engines, few: tuple[list[str], list[str]], lora_cfg: StudyConfig
 ) -> None:
