@@ -373,8 +373,9 @@ def evaluate_mixtures(
     backend: Backend, objective: Objective, mixtures: Sequence[Sequence[float]]
 ) -> list[tuple[ObjectiveResult, float, float] | Exception]:
     """Score several mixtures: in one engine batch when the objective has ``evaluate_many`` and the
-    backend ``generate_many`` (a failure then fails the whole batch), else one after another with
-    :func:`evaluate_mixture` (a failure fails its mixture only).
+    backend batches mixtures (vLLM's ``lora`` mode; a failure then fails the whole batch), else one
+    after another with :func:`evaluate_mixture` (a failure fails its mixture only). In vLLM's dense mode
+    ``generate_many`` would apply every mixture once per domain: one after another, each is applied once.
 
     Returns, per mixture, ``(result, merge_seconds, eval_seconds)`` or the exception that failed it. A
     batch has no separate merge (each adapter is built inside the engine call): it reports merge 0 and
@@ -383,7 +384,7 @@ def evaluate_mixtures(
     from dmo_search.backends import BatchBackend
 
     many = getattr(objective, "evaluate_many", None)
-    if many is not None and len(mixtures) > 1 and isinstance(backend, BatchBackend):
+    if many is not None and len(mixtures) > 1 and isinstance(backend, BatchBackend) and backend.batches_mixtures:
         t0 = time.perf_counter()
         try:
             results: list[ObjectiveResult] = many(backend, mixtures)

@@ -92,7 +92,13 @@ class Backend(Protocol):
 
 @runtime_checkable
 class BatchBackend(Backend, Protocol):
-    """A backend that scores several mixtures in one call (vLLM: q LoRA adapters in one batch)."""
+    """A backend that can score several mixtures in one call (vLLM: q LoRA adapters in one batch)."""
+
+    @property
+    def batches_mixtures(self) -> bool:
+        """Whether :meth:`generate_many` runs its mixtures in one engine call (vLLM's ``lora`` mode); if
+        not, it applies them one after another, and callers should score mixture by mixture instead."""
+        ...
 
     def generate_many(
         self, mixtures: Sequence[Sequence[float]], prompts: Sequence[str], *, max_new_tokens: int

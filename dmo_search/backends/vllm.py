@@ -577,6 +577,11 @@ class VLLMBackend:
         outs = self._run("generate", reqs, self._greedy(max_new_tokens), self._lora_req)
         return self._decode(outs)
 
+    @property
+    def batches_mixtures(self) -> bool:
+        """True in ``lora`` mode: :meth:`generate_many` then runs all mixtures in one engine call."""
+        return self.mode == "lora"
+
     def generate_many(
         self, mixtures: Sequence[Sequence[float]], prompts: Sequence[str], *, max_new_tokens: int
     ) -> list[list[str]]:

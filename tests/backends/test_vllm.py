@@ -264,6 +264,7 @@ def test_dense_swap_writes_the_transformers_merge_into_the_engine(
 ) -> None:
     vb = engines.get("dense")
     assert vb.mode == "dense"
+    assert not vb.batches_mixtures  # a worker batch is scored mixture by mixture (each applied once)
     params = dict(hf.model.named_parameters())
     names = [n for n in vb.weight_checksums() if n in params]
     tied = bool(getattr(hf.model.config, "tie_word_embeddings", False))
@@ -402,6 +403,7 @@ def test_a_batch_worker_scores_q_mixtures_in_one_engine_call_per_domain(
     from dmo_search.worker import run_trials
 
     vb = engines.get("lora")
+    assert vb.batches_mixtures
     data = json.loads(lora_cfg.model_dump_json())
     data.update(study_name="lorabatch", storage=f"sqlite:///{tmp_path / 'batch.db'}")
     data["objective"]["subset_size"] = 4
