@@ -167,6 +167,11 @@ def _human_best(summary: dict[str, Any], names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _join_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``resume`` and ``worker`` pass on to :func:`~dmo_search.worker.join_study`."""
+    return {"n_trials": args.n_trials, "backend": args.backend, "force": args.force, "batch_size": args.batch_size}
+
+
 def _run(args: argparse.Namespace, resume: bool) -> int:
     from dmo_search.backends import make_backend
     from dmo_search.objectives import make_objective
@@ -175,14 +180,7 @@ def _run(args: argparse.Namespace, resume: bool) -> int:
 
     study: Any = None
     if resume:
-        study, cfg = join_study(
-            args.study,
-            args.storage,
-            n_trials=args.n_trials,
-            backend=args.backend,
-            force=args.force,
-            batch_size=args.batch_size,
-        )
+        study, cfg = join_study(args.study, args.storage, **_join_options(args))
         reap_stale_trials(study, say=_log.warning)
     else:
         cfg = _load_cfg(args)
@@ -284,16 +282,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dmo_search.worker import run_worker
 
     _quiet_hf()
-    data = run_worker(
-        args.study,
-        args.storage,
-        n_trials=args.n_trials,
-        backend=args.backend,
-        force=args.force,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        say=_log.info,
-    )
+    data = run_worker(args.study, args.storage, **_join_options(args), progress=not args.quiet, say=_log.info)
     human = (
         f"worker {data['worker']}: completed {data['completed_by_this_worker']}, "
         f"failed {data['failed_by_this_worker']}; "

@@ -99,3 +99,17 @@ def test_batch_claims_stop_at_the_budget_and_avoid_each_others_mixtures(toy_worl
 def _fixed(trial: Any) -> dict[str, float]:
     """An enqueued trial's weights as parameters (before its worker suggests them)."""
     return dict(trial.study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"])
+
+
+def test_worker_batch_size_flag_is_for_this_process_only(toy_world: Any, tmp_path: Path) -> None:
+    """``dmo-search worker --batch-size 2`` runs batches of 2; the study's stored config keeps its own."""
+    from dmo_search.study import load_study
+    from tests._study_helpers import small_config
+
+    path = small_config(toy_world.root, tmp_path, name="flag", subset=4, n_trials=4, sampler="random")
+    assert main(["launch", str(path), "--no-run", "--quiet"]) == 0
+    url = load_config(path).storage_url()
+    assert main(["worker", "flag", "--storage", url, "--batch-size", "2", "--quiet", "--json"]) == 0
+    study, stored = load_study("flag", url)
+    assert [t.user_attrs.get("batch_size") for t in study.get_trials(deepcopy=False)] == [2, 2, 2, 2]
+    assert stored.worker.batch_size == 1
