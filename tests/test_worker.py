@@ -76,14 +76,17 @@ def _pg_study(toy_world: Any, pg: PgCluster, tmp: Path, name: str, n_trials: int
     return cfg, url
 
 
-def test_three_workers_one_killed(toy_world: Any, pg_cluster: PgCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+def test_three_workers_one_killed(toy_world: Any, pg_cluster: PgCluster, tmp_path: Path, batch: int) -> None:
     """The victim starts first and stops inside the scoring of its first trial (heartbeat still beating);
-    the two others join, and the victim is SIGKILLed while they run: deterministic on any machine speed."""
+    the two others join, and the victim is SIGKILLed while they run: deterministic on any machine speed.
+    With ``--batch-size 3`` the victim dies holding a whole batch of 3 RUNNING trials."""
     budget = 6
-    _, url = _pg_study(toy_world, pg_cluster, tmp_path, "three", budget)
+    name = f"three_b{batch}"
+    _, url = _pg_study(toy_world, pg_cluster, tmp_path, name, budget)
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     kill_log = tmp_path / "kill.log"
-    worker_args = ["worker", "three", "--storage", url, "--quiet", "--json"]
+    worker_args = ["worker", name, "--storage", url, "--quiet", "--json", "--batch-size", str(batch)]
     with logs[0].open("w") as err, logs[0].with_suffix(".out").open("w") as out:
         victim = subprocess.Popen(
             [sys.executable, "-m", "tests._killpoint", "scoring", "1", "--", *worker_args],
@@ -95,23 +98,23 @@ def test_three_workers_one_killed(toy_world: Any, pg_cluster: PgCluster, tmp_pat
     procs = [victim, *(_spawn(worker_args, log) for log in logs[1:])]
 
     def survivors_working() -> bool:
-        return any(s == "COMPLETE" for s, _ in trial_workers(url, "three").values())
+        return any(s == "COMPLETE" for s, _ in trial_workers(url, name).values())
 
     _wait_for(survivors_working, procs[1:], "the other workers to complete a trial")
-    killed = [n for n, (s, w) in trial_workers(url, "three").items() if s == "RUNNING" and w.endswith(f":{victim.pid}")]
-    assert killed, "the victim holds no RUNNING trial"
+    killed = [n for n, (s, w) in trial_workers(url, name).items() if s == "RUNNING" and w.endswith(f":{victim.pid}")]
+    assert len(killed) == batch, f"the victim holds {killed} RUNNING, not a batch of {batch}"
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     _finish(procs[1:], logs[1:])
 
-    rows = trial_rows(url, "three")
+    rows = trial_rows(url, name)
     _assert_consistent(rows, budget)
     states = dict((n, s) for n, s, _ in rows)
     assert all(states[n] == "FAIL" for n in killed)  # the killed trial was failed by a survivor
     reports = [json.loads(log.with_suffix(".out").read_text()) for log in logs[1:]]
     done_by_survivors = sum(r["completed_by_this_worker"] for r in reports)
     done_by_victim = sum(
-        1 for n, (s, w) in trial_workers(url, "three").items() if s == "COMPLETE" and w.endswith(f":{victim.pid}")
+        1 for n, (s, w) in trial_workers(url, name).items() if s == "COMPLETE" and w.endswith(f":{victim.pid}")
     )
     assert done_by_survivors + done_by_victim == budget
     assert all(r["study_complete"] == budget for r in reports)
