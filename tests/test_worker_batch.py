@@ -15,12 +15,12 @@ from dmo_search import simplex
 from dmo_search.cli import main
 from dmo_search.config import ConfigError, apply_overrides, load_config
 from dmo_search.study import prepare_study, run_study
+from tests._study_helpers import small_config
 
 
 def test_a_batch_study_completes_its_budget_with_distinct_batches(toy_world: Any, tmp_path: Path) -> None:
     from dmo_search.backends.hf import HFBackend
     from dmo_search.objectives import make_objective
-    from tests._study_helpers import small_config
 
     cfg = load_config(
         small_config(toy_world.root, tmp_path, name="batch", subset=6, n_trials=7, sampler="gp-simplex",
@@ -53,8 +53,6 @@ def test_a_batch_study_completes_its_budget_with_distinct_batches(toy_world: Any
 
 
 def test_batch_size_errors_name_the_fix(toy_world: Any, tmp_path: Path) -> None:
-    from tests._study_helpers import small_config
-
     path = small_config(toy_world.root, tmp_path, subset=20, worker={"batch_size": 4})
     cfg = load_config(path)
     assert cfg.worker.batch_size == 4
@@ -76,7 +74,6 @@ def test_batch_claims_stop_at_the_budget_and_avoid_each_others_mixtures(toy_worl
     """Two workers with batch 3 on a budget of 5: the first claims 3 trials, the second only the 2
     places left; the second batch treats the first's RUNNING trials as pending (no mixture repeats)."""
     from dmo_search.worker import _claim, join_study
-    from tests._study_helpers import small_config
 
     path = small_config(toy_world.root, tmp_path, name="claims", n_trials=5, sampler="gp-simplex")
     assert main(["launch", str(path), "--no-run", "--quiet"]) == 0
@@ -104,7 +101,6 @@ def _fixed(trial: Any) -> dict[str, float]:
 def test_worker_batch_size_flag_is_for_this_process_only(toy_world: Any, tmp_path: Path) -> None:
     """``dmo-search worker --batch-size 2`` runs batches of 2; the study's stored config keeps its own."""
     from dmo_search.study import load_study
-    from tests._study_helpers import small_config
 
     path = small_config(toy_world.root, tmp_path, name="flag", subset=4, n_trials=4, sampler="random")
     assert main(["launch", str(path), "--no-run", "--quiet"]) == 0
