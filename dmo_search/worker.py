@@ -365,7 +365,7 @@ def _claim(
 def _enqueue_batch(study: optuna.Study, n: int) -> None:
     """Enqueue ``n`` >= 2 new mixtures from the sampler's ``propose_batch`` (gp-simplex: one GP fit, each
     candidate pending for the next, running and waiting trials pending too), so the next asks run them.
-    Other samplers propose at each ask (running trials are pending for TPE's constant liar, if set)."""
+    Other samplers propose at each ask, as for a single trial."""
     propose = getattr(study.sampler, "propose_batch", None)
     if n < 2 or propose is None:
         return
@@ -472,14 +472,43 @@ def _score_batch(
     mixtures = [_suggest(t, k, worker) for t in trials]
     out: list[tuple[dict[str, Any], float | None]] = []
     for trial, got in zip(trials, evaluate_mixtures(backend, objective, mixtures), strict=True):
+        if isinstance(got, Exception):
+            out.append(_failed(trial, got))
+            continue
         try:
-            if isinstance(got, Exception):
-                raise got
             attrs, value = _scored(*got)
-            out.append(({**attrs, "batch_size": len(trials)}, value))
-        except Exception as e:
+        except Exception as e:  # a value that is not finite
             out.append(_failed(trial, e))
+            continue
+        out.append(({**attrs, "batch_size": len(trials)}, value))
     return out
+
+
+def _score_claimed(
+    trials: list[optuna.Trial], k: int, worker: str, backend: Backend, objective: Objective
+) -> list[tuple[dict[str, Any], float | None, TrialState]]:
+    """Score claimed trials, one alone (``objective.fidelities`` may prune it) or several as a batch;
+    per trial the user attrs to store, its value and the state to tell."""
+    if len(trials) > 1:
+        scored = _score_batch(trials, k, worker, backend, objective)
+    else:
+        try:
+            scored = [_score(trials[0], k, worker, backend, objective)]
+        except optuna.TrialPruned:
+            return [({}, None, TrialState.PRUNED)]
+    return [(attrs, value, TrialState.FAIL if value is None else TrialState.COMPLETE) for attrs, value in scored]
+
+
+def _store(
+    study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], value: float | None, state: TrialState
+) -> bool:
+    """Store the trial's attrs and tell it; False if another worker failed it meanwhile."""
+    try:
+        for key, v in attrs.items():
+            trial.set_user_attr(key, v)
+        return _tell(study, trial, state, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def run_trials(
@@ -520,32 +549,18 @@ def run_trials(
     q = cfg.worker.batch_size
     try:
         while trials := _claim(study, cfg, target, say, q):
-            outcomes: list[tuple[TrialState, bool]] = []
             with contextlib.ExitStack() as beats:
                 for trial in trials:
                     beats.enter_context(_Heartbeat(study._storage, trial._trial_id, cfg.worker.heartbeat_interval))
                 try:
-                    if len(trials) == 1:
-                        try:
-                            scored = [_score(trials[0], k, worker, backend, objective)]
-                            pruned = False
-                        except optuna.TrialPruned:
-                            scored, pruned = [({}, None)], True
-                    else:
-                        scored, pruned = _score_batch(trials, k, worker, backend, objective), False
+                    scored = _score_claimed(trials, k, worker, backend, objective)
                 except optuna.exceptions.UpdateFinishedTrialError:
-                    scored, pruned = [], False
-                for trial, (attrs, value) in zip(trials, scored, strict=False):
-                    state = TrialState.PRUNED if pruned else TrialState.FAIL if value is None else TrialState.COMPLETE
-                    if state == TrialState.FAIL:
-                        last_error = str(attrs["error"])
-                    try:
-                        for key, v in attrs.items():
-                            trial.set_user_attr(key, v)
-                        told = _tell(study, trial, state, value)
-                    except optuna.exceptions.UpdateFinishedTrialError:
-                        told = False
-                    outcomes.append((state, told))
+                    scored = []  # another worker failed a trial while it was suggested
+                outcomes = [
+                    (state, _store(study, trial, attrs, value, state))
+                    for trial, (attrs, value, state) in zip(trials, scored, strict=False)
+                ]
+            last_error = next((str(a["error"]) for a, _, st in reversed(scored) if st == TrialState.FAIL), last_error)
             outcomes += [(TrialState.FAIL, False)] * (len(trials) - len(outcomes))
             for trial, (state, told) in zip(trials, outcomes, strict=True):
                 if not told:
