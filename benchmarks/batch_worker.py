@@ -2,10 +2,11 @@
 one trial at a time, side by side in one run on the same study setup.
 
 The whole trial loop is timed (claim, gp-simplex proposal, merge, scoring, tell; ``run_trials``), on
-the study's LoRA experts (at least 2) with ``objective.type: exact_match``:
+the study's LoRA experts (at least 2) with ``--objective`` ``exact_match`` (greedy answers, the default)
+or ``loglik`` (answer log-likelihoods, prompt log-probs only):
 
-  (1) lora, batch q : ONE vLLM engine in ``lora`` mode; a batch is one ``generate_many`` call per
-                      domain (q adapters of rank sum(r_i) in one engine batch)
+  (1) lora, batch q : ONE vLLM engine in ``lora`` mode; a batch is one ``generate_many`` (or
+                      ``loglikelihood_many``) call per domain (q adapters of rank sum(r_i) in one batch)
   (2) lora, batch 1 : the same engine, one adapter per trial
   (3) dense, batch q: ONE vLLM engine in ``dense`` mode (the in-place weight swap, the default on CPU
                       where vLLM's LoRA kernels are slow); a batch's mixtures are scored one after
@@ -15,7 +16,7 @@ the study's LoRA experts (at least 2) with ``objective.type: exact_match``:
 Each row is a fresh SQLite study of ``--trials`` trials; the engines start once, outside the timing.
 
     .venv/bin/python benchmarks/batch_worker.py [--config studies/toy-world/toy.yaml] [--trials 12]
-        [--q 4] [--subset 8] [--json]
+        [--q 4] [--subset 8] [--objective exact_match|loglik] [--json]
 """
 
 from __future__ import annotations
@@ -31,16 +32,25 @@ from dmo_search.config import StudyConfig, load_config
 
 
 def study_config(
-    cfg: StudyConfig, out: Path, name: str, *, mode: str, batch: int, trials: int, subset: int
+    cfg: StudyConfig,
+    out: Path,
+    name: str,
+    *,
+    mode: str,
+    batch: int,
+    trials: int,
+    subset: int,
+    objective: str = "exact_match",
 ) -> StudyConfig:
-    """``cfg`` with its LoRA experts only, a vLLM backend in ``mode``, a fresh SQLite DB under ``out``."""
+    """``cfg`` with its LoRA experts only, a vLLM backend in ``mode``, ``objective`` scored on ``subset``
+    examples per domain, a fresh SQLite DB under ``out``."""
     data = json.loads(cfg.model_dump_json())
     data["experts"] = [e for e in data["experts"] if e["kind"] == "lora"]
     if len(data["experts"]) < 2:
         raise SystemExit(f"{name}: the config has fewer than 2 LoRA experts; the lora rows need them")
     data.update(study_name=name, storage=f"sqlite:///{out / (name + '.db')}")
     data["backend"].update(name="vllm", mode=mode, dtype="float32")
-    data["objective"]["subset_size"] = subset
+    data["objective"].update(type=objective, subset_size=subset)
     data["objective"]["fidelities"] = None
     data["search"].update(sampler="gp-simplex", n_trials=trials, designs=[], constraints=None)
     data["worker"]["batch_size"] = batch
@@ -77,6 +87,12 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12, help="trials per row (default 12)")
     ap.add_argument("--q", type=int, default=4, help="trials per batch in row (1) (default 4)")
     ap.add_argument("--subset", type=int, default=8, help="validation examples per domain (default 8)")
+    ap.add_argument(
+        "--objective",
+        choices=("exact_match", "loglik"),
+        default="exact_match",
+        help="objective.type (default exact_match)",
+    )
     ap.add_argument("--json", action="store_true", help="print only the JSON result")
     args = ap.parse_args()
 
@@ -88,7 +104,16 @@ def main() -> None:
         out = Path(tmp)
 
         def cfg_for(name: str, mode: str, batch: int) -> StudyConfig:
-            return study_config(base, out, name, mode=mode, batch=batch, trials=args.trials, subset=args.subset)
+            return study_config(
+                base,
+                out,
+                name,
+                mode=mode,
+                batch=batch,
+                trials=args.trials,
+                subset=args.subset,
+                objective=args.objective,
+            )
 
         for mode, batches in (("lora", (args.q, 1)), ("dense", (args.q, 1))):
             t0 = time.perf_counter()
@@ -109,6 +134,7 @@ def main() -> None:
         "trials": args.trials,
         "q": args.q,
         "subset": args.subset,
+        "objective": args.objective,
         "rows": rows,
         "ratios": {
             "lora_batch_over_lora_single_trials_per_s": single["per_trial_s"] / batch["per_trial_s"],
@@ -119,7 +145,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"\nper trial, whole loop (seconds; {args.trials} trials, {args.subset} examples per domain)")
+    print(
+        f"\nper trial, whole loop (seconds; {args.trials} trials, {args.subset} examples per domain, "
+        f"objective {args.objective})"
+    )
     for name, r in rows.items():
         print(
             f"  {name:<12} {r['per_trial_s']:6.2f} s/trial  (scoring {r['score_s_per_trial']:.2f}; "

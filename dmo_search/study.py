@@ -375,7 +375,7 @@ def evaluate_mixtures(
     """Score several mixtures: in one engine batch when the objective has ``evaluate_many`` and the
     backend batches mixtures (vLLM's ``lora`` mode; a failure then fails the whole batch), else one
     after another with :func:`evaluate_mixture` (a failure fails its mixture only). In vLLM's dense mode
-    ``generate_many`` would apply every mixture once per domain: one after another, each is applied once.
+    a batched call would apply every mixture once per domain: one after another, each is applied once.
 
     Returns, per mixture, ``(result, merge_seconds, eval_seconds)`` or the exception that failed it. A
     batch has no separate merge (each adapter is built inside the engine call): it reports merge 0 and

@@ -96,8 +96,9 @@ class BatchBackend(Backend, Protocol):
 
     @property
     def batches_mixtures(self) -> bool:
-        """Whether :meth:`generate_many` runs its mixtures in one engine call (vLLM's ``lora`` mode); if
-        not, it applies them one after another, and callers should score mixture by mixture instead."""
+        """Whether :meth:`generate_many` and :meth:`loglikelihood_many` run their mixtures in one engine
+        call (vLLM's ``lora`` mode); if not, they apply them one after another, and callers should score
+        mixture by mixture instead."""
         ...
 
     def generate_many(
@@ -105,4 +106,11 @@ class BatchBackend(Backend, Protocol):
     ) -> list[list[str]]:
         """Greedy completions of ``prompts`` under each mixture: ``out[j][i]`` for mixture j, prompt i.
         The current mixture is unchanged afterwards."""
+        ...
+
+    def loglikelihood_many(
+        self, mixtures: Sequence[Sequence[float]], prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[tuple[float, int]]]:
+        """Summed log-probability and token count of each continuation under each mixture: ``out[j][i]``
+        for mixture j, pair i. The current mixture is unchanged afterwards."""
         ...

@@ -579,8 +579,34 @@ class VLLMBackend:
 
     @property
     def batches_mixtures(self) -> bool:
-        """True in ``lora`` mode: :meth:`generate_many` then runs all mixtures in one engine call."""
+        """True in ``lora`` mode: :meth:`generate_many` and :meth:`loglikelihood_many` then run all
+        mixtures in one engine call."""
         return self.mode == "lora"
+
+    def _each_mixture(self, mixtures: Sequence[Sequence[float]], fn: Callable[[], _T]) -> list[_T]:
+        """``fn()`` under each mixture in turn (dense mode); the current mixture is restored afterwards."""
+        keep = self.current
+        try:
+            results = []
+            for w in mixtures:
+                self.set_mixture(w)
+                results.append(fn())
+        finally:
+            if keep is None:
+                self.restore_base()
+            else:
+                self.set_mixture(keep)
+        return results
+
+    def _per_adapter(self, mixtures: Sequence[Sequence[float]], n: int, run: Callable[[list[Any]], _T]) -> _T:
+        """``run(loras)`` with one new adapter per mixture, each repeated for its ``n`` requests
+        (``loras[j * n + i]`` is mixture j's); the adapters are dropped afterwards."""
+        reqs = [self._new_lora(w) for w in mixtures]
+        try:
+            return run([r for r in reqs for _ in range(n)])
+        finally:
+            for r in reqs:
+                self._drop_lora(r)
 
     def generate_many(
         self, mixtures: Sequence[Sequence[float]], prompts: Sequence[str], *, max_new_tokens: int
@@ -594,45 +620,22 @@ class VLLMBackend:
         if not mixtures:
             return []
         if self.mode == "dense":
-            keep = self.current
-            try:
-                results = []
-                for w in mixtures:
-                    self.set_mixture(w)
-                    results.append(self.generate(prompts, max_new_tokens=max_new_tokens))
-            finally:
-                if keep is None:
-                    self.restore_base()
-                else:
-                    self.set_mixture(keep)
-            return results
+            return self._each_mixture(mixtures, lambda: self.generate(prompts, max_new_tokens=max_new_tokens))
         from vllm.inputs import TokensPrompt
 
         ids = self._encode(prompts)
-        reqs_lora = [self._new_lora(w) for w in mixtures]
-        try:
-            reqs = [TokensPrompt(prompt_token_ids=x) for _ in mixtures for x in ids]
-            loras = [r for r in reqs_lora for _ in ids]
-            outs = self._run("generate_many", reqs, self._greedy(max_new_tokens), loras)
-        finally:
-            for r in reqs_lora:
-                self._drop_lora(r)
+        reqs = [TokensPrompt(prompt_token_ids=x) for _ in mixtures for x in ids]
+        outs = self._per_adapter(
+            mixtures, len(ids), lambda loras: self._run("generate_many", reqs, self._greedy(max_new_tokens), loras)
+        )
         texts = self._decode(outs)
         n = len(prompts)
         return [texts[j * n : (j + 1) * n] for j in range(len(mixtures))]
 
-    def token_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        """Log-probability of each token of each continuation after its prompt (vLLM prompt log-probs).
-
-        The prompt and continuation are tokenized separately and concatenated, as the ``hf`` backend does.
-        """
+    def _scored_sequences(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[tuple[list[int], int]]:
+        """Each prompt's and continuation's tokens concatenated, with the continuation's length."""
         if len(prompts) != len(continuations):
             raise ValueError("prompts and continuations must have the same length")
-        if not prompts:
-            return []
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
         seqs: list[tuple[list[int], int]] = []
         for p_ids, c_ids, c in zip(self._encode(prompts), self._encode(continuations), continuations, strict=True):
             if not c_ids:
@@ -640,13 +643,28 @@ class VLLMBackend:
             if not p_ids:
                 raise ValueError("an empty prompt has no context to score its continuation against")
             seqs.append((p_ids + c_ids, len(c_ids)))
+        return seqs
+
+    def _prompt_logprobs(self, what: str, seqs: Sequence[tuple[list[int], int]], lora: Any) -> list[list[float]]:
+        """Log-probabilities of each sequence's last ``n`` tokens (vLLM prompt log-probs, one engine call)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
         params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
-        outs = self._run("loglikelihood", [TokensPrompt(prompt_token_ids=s) for s, _ in seqs], params, self._lora_req)
+        outs = self._run(what, [TokensPrompt(prompt_token_ids=s) for s, _ in seqs], params, lora)
         res: list[list[float]] = []
         for (ids, n), o in zip(seqs, outs, strict=True):
             plp = o.prompt_logprobs  # position j: {token id: Logprob} for ids[j] given ids[:j]
             res.append([float(plp[j][ids[j]].logprob) for j in range(len(ids) - n, len(ids))])
         return res
+
+    def token_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each token of each continuation after its prompt (vLLM prompt log-probs).
+
+        The prompt and continuation are tokenized separately and concatenated, as the ``hf`` backend does.
+        """
+        seqs = self._scored_sequences(prompts, continuations)
+        return self._prompt_logprobs("loglikelihood", seqs, self._lora_req) if seqs else []
 
     def loglikelihood(
         self, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 0
@@ -656,3 +674,24 @@ class VLLMBackend:
         From :meth:`token_logprobs`; ``batch_size`` is ignored (vLLM batches by itself).
         """
         return [(sum(lps), len(lps)) for lps in self.token_logprobs(prompts, continuations)]
+
+    def loglikelihood_many(
+        self, mixtures: Sequence[Sequence[float]], prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[tuple[float, int]]]:
+        """:meth:`loglikelihood` under each of q mixtures: ``out[j][i]`` for mixture j, pair i.
+
+        In ``lora`` mode all q x n sequences go to ONE engine call, each with its mixture's adapter; in
+        ``dense`` mode the mixtures are applied one after another. The current mixture is unchanged.
+        """
+        if not mixtures:
+            return []
+        if self.mode == "dense":
+            return self._each_mixture(mixtures, lambda: self.loglikelihood(prompts, continuations))
+        seqs = self._scored_sequences(prompts, continuations)
+        if not seqs:
+            return [[] for _ in mixtures]
+        lps = self._per_adapter(
+            mixtures, len(seqs), lambda loras: self._prompt_logprobs("loglikelihood_many", seqs * len(mixtures), loras)
+        )
+        n = len(seqs)
+        return [[(sum(x), len(x)) for x in lps[j * n : (j + 1) * n]] for j in range(len(mixtures))]

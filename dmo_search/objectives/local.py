@@ -38,6 +38,29 @@ class _LocalObjective(ABC):
     def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
         """One score per example of ``vs`` for the model the backend serves."""
 
+    @abstractmethod
+    def _score_domain_many(
+        self, backend: BatchBackend, vs: ValidationSet, mixtures: Sequence[Sequence[float]]
+    ) -> list[list[float]]:
+        """:meth:`_score_domain` under each mixture: ``out[j]`` for mixture j, in one backend call."""
+
+    def evaluate_many(self, backend: BatchBackend, mixtures: Sequence[Sequence[float]]) -> list[ObjectiveResult]:
+        """Score q mixtures with one backend call per domain (vLLM's ``lora`` mode: q adapters in one
+        engine batch); ``out[j]`` is what :meth:`evaluate` gives with mixture j applied. The backend's
+        current mixture is unchanged.
+
+        Raises:
+            ObjectiveError: a domain could not be scored (every mixture of the batch fails with it).
+        """
+        per_example: list[dict[str, list[float]]] = [{} for _ in mixtures]
+        for d, vs in self.sets.items():
+            try:
+                for j, scores in enumerate(self._score_domain_many(backend, vs, mixtures)):
+                    per_example[j][d] = scores
+            except Exception as e:
+                raise _domain_error(d, e) from e
+        return [self._result(p) for p in per_example]
+
     def evaluate(self, backend: Backend, *, n: int | None = None) -> ObjectiveResult:
         """Score every domain; ``n`` scores a nested seeded sub-sample of each fixed subset."""
         per_example: dict[str, list[float]] = {}
@@ -47,6 +70,10 @@ class _LocalObjective(ABC):
             except Exception as e:
                 raise _domain_error(d, e) from e
         return self._result(per_example)
+
+    def _prompts(self, backend: Backend, vs: ValidationSet) -> list[str]:
+        """The examples' prompts, formatted for the backend's model (chat template when configured)."""
+        return [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
 
     def _subsets(self, n: int | None) -> dict[str, ValidationSet]:
         """Each domain's fixed subset, or its nested seeded sub-sample of ``n`` examples."""
@@ -84,41 +111,33 @@ class ExactMatchObjective(_LocalObjective):
         )
         return self._scores(vs, preds)
 
-    def _prompts(self, backend: Backend, vs: ValidationSet) -> list[str]:
-        return [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
-
     def _scores(self, vs: ValidationSet, preds: Sequence[str]) -> list[float]:
         score = GENERATION_METRICS[self.cfg.metric or "exact_match"]
         return [score(p, ex.answers) for p, ex in zip(preds, vs.examples, strict=True)]
 
-    def evaluate_many(self, backend: BatchBackend, mixtures: Sequence[Sequence[float]]) -> list[ObjectiveResult]:
-        """Score q mixtures with one :meth:`~dmo_search.backends.vllm.VLLMBackend.generate_many` call per
-        domain (in ``lora`` mode, q adapters in one engine batch); ``out[j]`` is what :meth:`evaluate`
-        gives with mixture j applied. The backend's current mixture is unchanged.
-
-        Raises:
-            ObjectiveError: a domain could not be scored (every mixture of the batch fails with it).
-        """
-        per_example: list[dict[str, list[float]]] = [{} for _ in mixtures]
-        for d, vs in self.sets.items():
-            try:
-                outs = backend.generate_many(
-                    mixtures, self._prompts(backend, vs), max_new_tokens=self.cfg.max_new_tokens
-                )
-                for j, preds in enumerate(outs):
-                    per_example[j][d] = self._scores(vs, preds)
-            except Exception as e:
-                raise _domain_error(d, e) from e
-        return [self._result(p) for p in per_example]
+    def _score_domain_many(
+        self, backend: BatchBackend, vs: ValidationSet, mixtures: Sequence[Sequence[float]]
+    ) -> list[list[float]]:
+        outs = backend.generate_many(mixtures, self._prompts(backend, vs), max_new_tokens=self.cfg.max_new_tokens)
+        return [self._scores(vs, preds) for preds in outs]
 
 
 class LoglikObjective(_LocalObjective):
     """Mean per-token log-probability of the first reference answer (no generation)."""
 
     def _score_domain(self, backend: Backend, vs: ValidationSet) -> list[float]:
-        prompts = [backend.format_prompt(ex.prompt, chat=self.cfg.chat_template) for ex in vs.examples]
-        conts = [ex.answers[0] for ex in vs.examples]
-        res = backend.loglikelihood(prompts, conts, batch_size=self.cfg.batch_size)
+        return self._per_token(backend.loglikelihood(*self._pairs(backend, vs), batch_size=self.cfg.batch_size))
+
+    def _score_domain_many(
+        self, backend: BatchBackend, vs: ValidationSet, mixtures: Sequence[Sequence[float]]
+    ) -> list[list[float]]:
+        return [self._per_token(res) for res in backend.loglikelihood_many(mixtures, *self._pairs(backend, vs))]
+
+    def _pairs(self, backend: Backend, vs: ValidationSet) -> tuple[list[str], list[str]]:
+        return self._prompts(backend, vs), [ex.answers[0] for ex in vs.examples]
+
+    @staticmethod
+    def _per_token(res: Sequence[tuple[float, int]]) -> list[float]:
         if any(n == 0 for _, n in res):
             raise ObjectiveError("an answer has no tokens")
         return [lp / n for lp, n in res]

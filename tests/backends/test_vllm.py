@@ -322,6 +322,33 @@ def test_hf_and_vllm_agree_on_greedy_answers_and_scores(
     assert max(abs(x - y) for (x, _), (y, _) in zip(la, lb, strict=True)) < 1e-4
 
 
+def test_dense_many_calls_apply_each_mixture_in_turn_and_keep_the_current_one(
+    engines: _Engines, cfg: StudyConfig, few: tuple[list[str], list[str]]
+) -> None:
+    """Dense mode has no batched engine call: ``generate_many`` / ``loglikelihood_many`` apply each mixture
+    in turn, give what each gives alone, and leave the served mixture as it was (base, or a mixture)."""
+    vb = engines.get("dense")
+    prompts, conts = few[0][:6], few[1][:6]
+    mixes = _mixtures(cfg.n_domains)[1:3]
+    n_tok = cfg.objective.max_new_tokens
+    alone = []
+    for w in mixes:
+        vb.set_mixture(w)
+        alone.append((vb.generate(prompts, max_new_tokens=n_tok), vb.loglikelihood(prompts, conts)))
+    vb.restore_base()
+    base = vb.weight_checksums()
+    assert vb.generate_many(mixes, prompts, max_new_tokens=n_tok) == [a for a, _ in alone]
+    assert vb.current is None and vb.weight_checksums() == base  # the base is served again
+    vb.set_mixture(mixes[0])
+    many = vb.loglikelihood_many(mixes, prompts, conts)
+    assert vb.current == pytest.approx(mixes[0])
+    for got, (_, ref) in zip(many, alone, strict=True):
+        assert [n for _, n in got] == [n for _, n in ref]
+        assert max(abs(x - y) for (x, _), (y, _) in zip(got, ref, strict=True)) < 1e-5
+    assert many[0] != many[1], "the two mixtures should score differently"
+    vb.restore_base()
+
+
 @pytest.fixture(scope="module")
 def dense_reference(
     engines: _Engines, lora_cfg: StudyConfig, cfg: StudyConfig, few: tuple[list[str], list[str]]
@@ -393,11 +420,37 @@ def test_q_candidates_in_one_generate_equal_one_by_one(
     assert len({tuple(o) for o in one}) > 1, "the mixtures should not all give the same answers"
 
 
-def test_a_batch_worker_scores_q_mixtures_in_one_engine_call_per_domain(
-    engines: _Engines, lora_cfg: StudyConfig, tmp_path: Path
+def test_q_candidates_in_one_loglikelihood_call_equal_one_by_one(
+    engines: _Engines, few: tuple[list[str], list[str]], lora_cfg: StudyConfig, dense_reference: dict[str, Any]
 ) -> None:
-    """``worker.batch_size: 3`` on the LoRA engine: each batch of 3 trials is one ``generate_many`` call
-    per domain, and every trial gets the score its mixture gets alone."""
+    """q adapters in one prompt-log-prob call give each mixture's log-likelihoods: those of its adapter
+    alone and those of the dense merge (float32 rounding apart)."""
+    prompts, conts = few
+    vb = engines.get("lora")
+    mixes = dense_reference["mixes"]
+    vb.set_mixture(mixes[1])
+    many = vb.loglikelihood_many(mixes, prompts, conts)
+    assert vb.current == pytest.approx(mixes[1])  # the current mixture is untouched
+    for j, w in enumerate(mixes):
+        vb.set_mixture(w)
+        alone = vb.loglikelihood(prompts, conts)
+        dense = [(sum(lps), len(lps)) for lps in dense_reference["logprobs"][j]]
+        for ref, tol in ((alone, 1e-4), (dense, 1e-3)):
+            assert [n for _, n in many[j]] == [n for _, n in ref]
+            gap = max(abs(x - y) for (x, _), (y, _) in zip(many[j], ref, strict=True))
+            assert gap < tol, f"mixture {j}: batched log-likelihoods differ by up to {gap:.2e}"
+    assert len({tuple(round(x, 3) for x, _ in m) for m in many}) == len(mixes)
+
+
+@pytest.mark.parametrize(
+    ("objective_type", "method"), [("exact_match", "generate_many"), ("loglik", "loglikelihood_many")]
+)
+def test_a_batch_worker_scores_q_mixtures_in_one_engine_call_per_domain(
+    engines: _Engines, lora_cfg: StudyConfig, tmp_path: Path, objective_type: str, method: str
+) -> None:
+    """``worker.batch_size: 3`` on the LoRA engine: each batch of 3 trials is one batched engine call
+    per domain (``generate_many`` for exact match, ``loglikelihood_many`` for log-likelihood), and every
+    trial gets the score its mixture gets alone."""
     from dmo_search.objectives import make_objective
     from dmo_search.study import prepare_study
     from dmo_search.worker import run_trials
@@ -406,33 +459,35 @@ def test_a_batch_worker_scores_q_mixtures_in_one_engine_call_per_domain(
     assert vb.batches_mixtures
     data = json.loads(lora_cfg.model_dump_json())
     data.update(study_name="lorabatch", storage=f"sqlite:///{tmp_path / 'batch.db'}")
-    data["objective"]["subset_size"] = 4
+    data["objective"].update(type=objective_type, subset_size=4)
     data["search"].update(sampler="gp-simplex", n_trials=6, designs=[])
     data["worker"]["batch_size"] = 3
     cfg = StudyConfig.model_validate(data)
     objective = make_objective(cfg.objective)
     calls: list[int] = []
-    generate_many = vb.generate_many
+    real = getattr(vb, method)
 
-    def counted(mixtures: Any, prompts: Any, **kw: Any) -> list[list[str]]:
+    def counted(mixtures: Any, *args: Any, **kw: Any) -> Any:
         calls.append(len(mixtures))
-        return generate_many(mixtures, prompts, **kw)
+        return real(mixtures, *args, **kw)
 
-    vb.generate_many = counted  # type: ignore[method-assign]  # counts the real calls, passes them through
+    setattr(vb, method, counted)  # counts the real calls, passes them through
     try:
         study = prepare_study(cfg)
         report = run_trials(study, cfg, vb, objective)
     finally:
-        del vb.generate_many
+        delattr(vb, method)
     assert (report.completed, report.failed, report.study_complete) == (6, 0, 6)
     assert calls == [3] * (2 * len(cfg.objective.validation))  # 2 batches, one call per domain each
     trials = study.get_trials(deepcopy=False)
     assert [t.user_attrs["batch_size"] for t in trials] == [3] * 6
     assert len({tuple(t.user_attrs["weights"]) for t in trials}) == 6
+    tol = 0.0 if objective_type == "exact_match" else 1e-5  # log-probs: float32 rounding of the batch
     for t in (trials[0], trials[4]):
         vb.set_mixture(t.user_attrs["weights"])
         alone = objective.evaluate(vb)
-        assert (t.value, t.user_attrs["scores"]) == (alone.value, alone.scores)
+        assert t.value == pytest.approx(alone.value, abs=tol)
+        assert t.user_attrs["scores"] == pytest.approx(alone.scores, abs=tol)
     vb.restore_base()
 
 
