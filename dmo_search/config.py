@@ -276,7 +276,11 @@ class WorkerConfig(_Frozen):
     grace_period: int = Field(
         default=15, ge=2, description="seconds without heartbeat after which a RUNNING trial counts as dead"
     )
-    max_consecutive_failures: int = Field(default=3, ge=1, description="stop after this many failed trials in a row")
+    max_consecutive_failures: int = Field(
+        default=3,
+        ge=1,
+        description="stop after this many failed trials in a row (a batch failed by one engine call counts once)",
+    )
     batch_size: int = Field(
         default=1,
         ge=1,

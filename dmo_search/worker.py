@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage
@@ -464,39 +464,53 @@ def _score(
         return _failed(trial, e)
 
 
+class _Outcome(NamedTuple):
+    """A claimed trial's scoring: the user attrs to store, its value, the state to tell, and the
+    scoring attempt it belongs to (the trials of a batch failed by one shared engine call share one)."""
+
+    attrs: dict[str, Any]
+    value: float | None
+    state: TrialState
+    attempt: int
+
+    @classmethod
+    def of(cls, scored: tuple[dict[str, Any], float | None], attempt: int) -> _Outcome:
+        """COMPLETE with a value, FAIL without."""
+        attrs, value = scored
+        return cls(attrs, value, TrialState.FAIL if value is None else TrialState.COMPLETE, attempt)
+
+
 def _score_batch(
     trials: list[optuna.Trial], k: int, worker: str, backend: Backend, objective: Objective
-) -> list[tuple[dict[str, Any], float | None]]:
+) -> list[_Outcome]:
     """:func:`_score` for several trials at once (:func:`~dmo_search.study.evaluate_mixtures`: one
     engine batch where the objective and backend allow it); each trial records the batch's size."""
     mixtures = [_suggest(t, k, worker) for t in trials]
-    out: list[tuple[dict[str, Any], float | None]] = []
-    for trial, got in zip(trials, evaluate_mixtures(backend, objective, mixtures), strict=True):
+    out: list[_Outcome] = []
+    first_with: dict[int, int] = {}  # id of an exception shared by several mixtures -> its attempt
+    for i, (trial, got) in enumerate(zip(trials, evaluate_mixtures(backend, objective, mixtures), strict=True)):
         if isinstance(got, Exception):
-            out.append(_failed(trial, got))
+            out.append(_Outcome.of(_failed(trial, got), first_with.setdefault(id(got), i)))
             continue
         try:
             attrs, value = _scored(*got)
         except Exception as e:  # a value that is not finite
-            out.append(_failed(trial, e))
+            out.append(_Outcome.of(_failed(trial, e), i))
             continue
-        out.append(({**attrs, "batch_size": len(trials)}, value))
+        out.append(_Outcome.of(({**attrs, "batch_size": len(trials)}, value), i))
     return out
 
 
 def _score_claimed(
     trials: list[optuna.Trial], k: int, worker: str, backend: Backend, objective: Objective
-) -> list[tuple[dict[str, Any], float | None, TrialState]]:
-    """Score claimed trials, one alone (``objective.fidelities`` may prune it) or several as a batch;
-    per trial the user attrs to store, its value and the state to tell."""
+) -> list[_Outcome]:
+    """Score claimed trials, one alone (``objective.fidelities`` may prune it) or several as a batch."""
     if len(trials) > 1:
-        scored = _score_batch(trials, k, worker, backend, objective)
-    else:
-        try:
-            scored = [_score(trials[0], k, worker, backend, objective)]
-        except optuna.TrialPruned:
-            return [({}, None, TrialState.PRUNED)]
-    return [(attrs, value, TrialState.FAIL if value is None else TrialState.COMPLETE) for attrs, value in scored]
+        return _score_batch(trials, k, worker, backend, objective)
+    try:
+        return [_Outcome.of(_score(trials[0], k, worker, backend, objective), 0)]
+    except optuna.TrialPruned:
+        return [_Outcome({}, None, TrialState.PRUNED, 0)]
 
 
 def _store(
@@ -533,8 +547,8 @@ def run_trials(
         say: where progress messages go.
 
     Raises:
-        StudyError: ``cfg.worker.max_consecutive_failures`` trials failed in a row, or the DB stayed
-            unreachable.
+        StudyError: ``cfg.worker.max_consecutive_failures`` trials failed in a row (a batch failed by
+            one shared engine call counting once), or the DB stayed unreachable.
     """
     target = n_trials if n_trials is not None else cfg.search.n_trials
     k = cfg.n_domains
@@ -556,23 +570,30 @@ def run_trials(
                     scored = _score_claimed(trials, k, worker, backend, objective)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     scored = []  # another worker failed a trial while it was suggested
-                outcomes = [
-                    (state, _store(study, trial, attrs, value, state))
-                    for trial, (attrs, value, state) in zip(trials, scored, strict=False)
+                told = [
+                    _store(study, trial, o.attrs, o.value, o.state) for trial, o in zip(trials, scored, strict=False)
                 ]
-            last_error = next((str(a["error"]) for a, _, st in reversed(scored) if st == TrialState.FAIL), last_error)
-            outcomes += [(TrialState.FAIL, False)] * (len(trials) - len(outcomes))
-            for trial, (state, told) in zip(trials, outcomes, strict=True):
-                if not told:
+            last_error = next(
+                (str(o.attrs["error"]) for o in reversed(scored) if o.state == TrialState.FAIL), last_error
+            )
+            scored += [_Outcome({}, None, TrialState.FAIL, i) for i in range(len(scored), len(trials))]
+            told += [False] * (len(trials) - len(told))
+            counted: set[int] = set()  # attempts of this claim already in the streak
+            for trial, o, ok in zip(trials, scored, told, strict=True):
+                if not ok:
                     say(f"trial {trial.number} was failed by another worker (its heartbeat expired); it is retried")
                     continue
                 bar(study, study._storage.get_trial(trial._trial_id))
-                if state in (TrialState.COMPLETE, TrialState.PRUNED):
-                    done, streak = done + (state == TrialState.COMPLETE), 0
+                if o.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                    done, streak = done + (o.state == TrialState.COMPLETE), 0
                     continue
-                failed, streak = failed + 1, streak + 1
+                failed += 1
+                if o.attempt not in counted:  # a batch whose shared call failed counts once
+                    counted.add(o.attempt)
+                    streak += 1
                 if streak >= cfg.worker.max_consecutive_failures:
-                    raise StudyError(f"stopped after {streak} failed trials in a row; last error: {last_error}")
+                    once = " (a batch failed by one shared engine call counts once)" if q > 1 else ""
+                    raise StudyError(f"stopped after {streak} failed trials in a row{once}; last error: {last_error}")
     finally:
         bar.close()
     complete, _, _ = _counts(study)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from dmo_search import simplex
@@ -109,3 +110,33 @@ def test_worker_batch_size_flag_is_for_this_process_only(toy_world: Any, tmp_pat
     study, stored = load_study("flag", url)
     assert [t.user_attrs.get("batch_size") for t in study.get_trials(deepcopy=False)] == [2, 2, 2, 2]
     assert stored.worker.batch_size == 1
+
+
+def test_mixtures_of_a_batch_scored_one_by_one_fail_one_by_one(toy_world: Any, tmp_path: Path) -> None:
+    """On the HF backend a batch is scored mixture by mixture, so each failed mixture is its own failed
+    attempt: with ``max_consecutive_failures: 2`` the worker stops inside the first batch of 3 (all 3
+    told FAIL with the cause), unlike one failed shared engine call (tests/backends/test_vllm.py)."""
+    from dmo_search.backends.hf import HFBackend
+    from dmo_search.objectives import make_objective
+    from dmo_search.study import StudyError
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"prompt": "1+1=", "answers": [""]}\n')  # loglik: an answer with no tokens to score
+    path = small_config(toy_world.root, tmp_path, name="fail1by1", subset=2, n_trials=6, sampler="gp-simplex",
+                        worker={"batch_size": 3, "max_consecutive_failures": 2})  # fmt: skip
+    raw = yaml.safe_load(path.read_text())
+    raw["objective"].update(type="loglik", validation={**raw["objective"]["validation"], "empty": str(empty)})
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    study = prepare_study(cfg)
+    backend = HFBackend(cfg)
+    try:
+        with pytest.raises(StudyError, match=r"stopped after 2 failed trials in a row .*tokenizes to nothing"):
+            run_study(study, cfg, backend, make_objective(cfg.objective), progress=False)
+    finally:
+        backend.close()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert all(
+        "domain 'empty' could not be scored: ValueError: continuation ''" in t.user_attrs["error"] for t in trials
+    )

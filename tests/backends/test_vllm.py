@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import torch
+from optuna.trial import TrialState
 
 try:
     import vllm  # noqa: F401
@@ -43,6 +44,7 @@ from dmo_search.config import StudyConfig, load_config
 from dmo_search.objectives.base import aggregate
 from dmo_search.objectives.data import load_validation_set
 from dmo_search.objectives.metrics import exact_match
+from dmo_search.study import StudyError
 
 pytestmark = pytest.mark.slow
 
@@ -488,6 +490,39 @@ def test_a_batch_worker_scores_q_mixtures_in_one_engine_call_per_domain(
         alone = objective.evaluate(vb)
         assert t.value == pytest.approx(alone.value, abs=tol)
         assert t.user_attrs["scores"] == pytest.approx(alone.scores, abs=tol)
+    vb.restore_base()
+
+
+def test_a_failed_batch_call_fails_its_trials_once_and_the_engine_serves_on(
+    engines: _Engines, lora_cfg: StudyConfig, tmp_path: Path
+) -> None:
+    """One domain's prompts are longer than the model's context: vLLM refuses the batched engine call,
+    which fails all 3 trials of the batch with the domain named, and counts ONCE towards
+    ``max_consecutive_failures`` (2): the worker stops after the second failed batch, 6 trials failed,
+    and the engine still serves."""
+    from dmo_search.objectives import make_objective
+    from dmo_search.study import prepare_study
+    from dmo_search.worker import run_trials
+
+    vb = engines.get("lora")
+    data = json.loads(lora_cfg.model_dump_json())
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({"prompt": "12+3= " * 400, "answers": ["15"]}) + "\n" for _ in range(4)))
+    data.update(study_name="lorafail", storage=f"sqlite:///{tmp_path / 'fail.db'}")
+    data["objective"].update(subset_size=4, validation={**data["objective"]["validation"], "long": str(long)})
+    data["search"].update(sampler="gp-simplex", n_trials=6, designs=[])
+    data["worker"].update(batch_size=3, max_consecutive_failures=2)
+    cfg = StudyConfig.model_validate(data)
+    study = prepare_study(cfg)
+    with pytest.raises(StudyError, match=r"2 failed trials in a row \(a batch failed by one shared engine call"):
+        run_trials(study, cfg, vb, make_objective(cfg.objective))
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 6
+    assert all(t.user_attrs["error"].startswith("ObjectiveError: domain 'long' could not be scored") for t in trials)
+    print(trials[0].user_attrs["error"][:300])
+    assert vb.is_alive()
+    vb.set_mixture(trials[0].user_attrs["weights"])
+    assert len(vb.generate(["1+2="], max_new_tokens=2)) == 1
     vb.restore_base()
 
 
