@@ -3,8 +3,9 @@
 (a) after a dense swap the engine computes with exactly the transformers-side merge (per-tensor
 checksums of the weights the engine's kernels use); (b) ``hf`` and ``vllm`` give the same greedy
 answers and scores; (c) the rank-concatenated LoRA adapter gives the dense merge's log-probs;
-(d) q candidates in one ``generate`` equal one by one; (e) a killed engine raises ``BackendError``
-and ``restart`` works.
+(d) q candidates in one ``generate`` or prompt-log-prob call equal one by one, in a batch worker
+too, and a failed shared call fails its batch once; (e) a killed engine raises ``BackendError`` and
+``restart`` works.
 
 Engines start in 35-80 s on CPU, so the module keeps at most ONE alive at a time (the dense one for
 (a)-(b), then the LoRA one for (c)-(e)). The world is the session's ``toy_world`` when
