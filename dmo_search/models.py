@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["is_vision_language", "load_model"]
+__all__ = ["architecture_mismatch", "is_vision_language", "load_model"]
 
 
 def is_vision_language(path: str | Path) -> bool:
@@ -28,3 +28,34 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Any:
     model = cls.from_pretrained(str(path), dtype=dtype)
     model.eval()
     return model
+
+
+# Config fields that fix the shapes and names of a checkpoint's tensors (top level and nested configs).
+_SHAPE_KEYS = (
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "tie_word_embeddings",
+)
+
+
+def architecture_mismatch(a: str | Path, b: str | Path) -> str | None:
+    """The first config field in which checkpoints ``a`` and ``b`` differ in shape (``"hidden_size: 128 vs
+    256"``, ``"text_config.vocab_size: ..."``), or None when one's tensors fit the other's model."""
+
+    def fields(path: str | Path) -> dict[str, Any]:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+        out = {k: cfg.get(k) for k in _SHAPE_KEYS}
+        for sub in ("text_config", "vision_config"):
+            if isinstance(cfg.get(sub), dict):
+                out.update({f"{sub}.{k}": cfg[sub].get(k) for k in _SHAPE_KEYS})
+        return out
+
+    fa, fb = fields(a), fields(b)
+    return next((f"{k}: {fa[k]} vs {fb.get(k)}" for k in fa if fa[k] != fb.get(k)), None)

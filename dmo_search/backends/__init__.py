@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmo_search.backends.base import Backend, BackendError, BatchBackend
+from dmo_search.backends.base import Backend, BackendError, BatchBackend, CheckpointBackend
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
 
-__all__ = ["Backend", "BackendError", "BatchBackend", "make_backend"]
+__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "make_backend"]
 
 
 def make_backend(cfg: StudyConfig) -> Backend:

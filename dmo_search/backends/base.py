@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "BackendError", "BatchBackend", "chat_prompt"]
+__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "chat_prompt"]
 
 
 class BackendError(RuntimeError):
@@ -113,4 +114,19 @@ class BatchBackend(Backend, Protocol):
     ) -> list[list[tuple[float, int]]]:
         """Summed log-probability and token count of each continuation under each mixture: ``out[j][i]``
         for mixture j, pair i. The current mixture is unchanged afterwards."""
+        ...
+
+
+@runtime_checkable
+class CheckpointBackend(Backend, Protocol):
+    """A backend that can serve a full checkpoint of the base's architecture in place of theta(w),
+    without a restart (vLLM's ``dense`` mode); ``set_mixture`` / ``restore_base`` serve the merge again."""
+
+    @property
+    def serves_checkpoints(self) -> bool:
+        """Whether :meth:`serve_checkpoint` works in this backend's mode."""
+        ...
+
+    def serve_checkpoint(self, model_dir: str | Path) -> None:
+        """Serve the checkpoint folder ``model_dir`` (raises ``BackendError`` if it cannot)."""
         ...

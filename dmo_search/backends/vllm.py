@@ -311,6 +311,7 @@ class VLLMBackend:
         self._next_lora_id = 1
         self._lora_req: Any = None
         self.current: list[float] | None = None
+        self.serving: Path | None = None  # a checkpoint served in place of theta(w) (serve_checkpoint)
         self.llm: Any = None
         self._reaper: reaper.Reaper | None = None
         self.start_seconds = 0.0
@@ -439,7 +440,8 @@ class VLLMBackend:
         shutil.rmtree(self._rpc_dir, ignore_errors=True)  # the stopped engine's IPC sockets
 
     def restart(self) -> None:
-        """Stop the engine (dead or alive), start a new one and re-apply the current mixture."""
+        """Stop the engine (dead or alive), start a new one and re-apply the current mixture (or the
+        checkpoint it served)."""
         self._shutdown()
         if self._lora_req is not None:
             shutil.rmtree(self._lora_req.lora_path, ignore_errors=True)
@@ -447,6 +449,8 @@ class VLLMBackend:
         self._start()
         if self.current is not None:
             self.set_mixture(self.current)
+        elif self.serving is not None:
+            self.serve_checkpoint(self.serving)
 
     def close(self) -> None:
         """Stop the engine and remove the temporary adapters."""
@@ -490,7 +494,7 @@ class VLLMBackend:
             old, self._lora_req = self._lora_req, self._new_lora(w)
             self._drop_lora(old)
             self.last_swap = {}
-        self.current = w
+        self.current, self.serving = w, None
         self.last_swap["total_s"] = time.perf_counter() - t0
 
     def restore_base(self) -> None:
@@ -502,7 +506,46 @@ class VLLMBackend:
         else:
             old, self._lora_req = self._lora_req, None
             self._drop_lora(old)
+        self.current, self.serving = None, None
+
+    @property
+    def serves_checkpoints(self) -> bool:
+        """True in ``dense`` mode: :meth:`serve_checkpoint` loads a checkpoint into the running engine."""
+        return self.mode == "dense"
+
+    def serve_checkpoint(self, model_dir: str | Path) -> None:
+        """Serve the full checkpoint at ``model_dir`` (a model of the base's architecture, such as a
+        mixture-SFT run's) in place of theta(w), without restarting the engine: every tensor is loaded
+        into the running engine (dense mode). :meth:`set_mixture` or :meth:`restore_base` puts the base
+        back first. The tokenizer stays the base's.
+
+        Raises:
+            BackendError: ``lora`` mode (no in-place loading: start an engine on the checkpoint), a
+                checkpoint of another architecture (the field named), or a failed load.
+        """
+        from dmo_search.models import architecture_mismatch
+
+        path = Path(model_dir)
+        if self.mode != "dense":
+            raise BackendError(
+                f"serve_checkpoint({path}) needs backend.mode: dense; in lora mode start an engine on the checkpoint"
+            )
+        if not (path / "config.json").is_file():
+            raise BackendError(f"{path} has no config.json; point at a checkpoint folder")
+        diff = architecture_mismatch(self.cfg.base_model, path)
+        if diff is not None:
+            raise BackendError(
+                f"{path} is not a model of the engine's architecture ({diff}); it needs an engine of its own"
+            )
+        self._ensure_alive("serve_checkpoint")
+        t0 = time.perf_counter()
+        res = self._call(
+            "serve_checkpoint", lambda: self.llm.collective_rpc("dmo_serve_checkpoint", args=(str(path),))[0]
+        )
+        self._reset_caches("serve_checkpoint")
         self.current = None
+        self.serving = path
+        self.last_swap = {**res, "total_s": time.perf_counter() - t0}
 
     def planned_names(self) -> list[str]:
         """Checkpoint names of the tensors each dense swap loads into the engine (merged ones and the

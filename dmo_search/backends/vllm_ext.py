@@ -69,6 +69,8 @@ class MergeWorkerExtension:
     _dmo_send: list[tuple[str, torch.Tensor]]
     _dmo_reload: bool
     _dmo_dependents: list[torch.nn.Module]
+    _dmo_base: Path
+    _dmo_serving: str | None
 
     # ------------------------------------------------------------------------------------ helpers
     def _dmo_model(self) -> torch.nn.Module:
@@ -136,17 +138,46 @@ class MergeWorkerExtension:
             and any(p.numel() > 0 and p.data_ptr() in ptrs for p in m.parameters(recurse=False))
         ]
 
-    def _dmo_push(self) -> None:
-        """Load the current values of the planned tensors into the engine."""
+    def _dmo_load(self, tensors: Sequence[tuple[str, torch.Tensor]], dependents: Sequence[torch.nn.Module]) -> None:
+        """Load checkpoint-named tensors into the engine, then re-process the modules that share them."""
         if self._dmo_reload:
             worker: Any = self
-            worker.reload_weights(weights_iterator=iter(self._dmo_send), is_checkpoint_format=True)
+            worker.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
         else:
-            self._dmo_model().load_weights(iter(self._dmo_send))  # type: ignore[operator]
-        for m in self._dmo_dependents:
+            self._dmo_model().load_weights(iter(tensors))  # type: ignore[operator]
+        for m in dependents:
             qm: Any = getattr(m, "quant_method", None)
             if qm is not None and hasattr(qm, "process_weights_after_loading"):
                 qm.process_weights_after_loading(m)
+
+    def _dmo_touched(self, names: Sequence[str]) -> set[int]:
+        """Ids of the engine modules that checkpoint tensors ``names`` load into."""
+        touched = set()
+        for name in names:
+            try:
+                touched.add(id(self._dmo_engine_module(name.rpartition(".")[0])[0]))
+            except AttributeError:
+                continue  # a tensor the engine has no module for (vLLM's loader skips it too)
+        return touched
+
+    def _dmo_load_folder(self, path: Path) -> int:
+        """Load every tensor of the checkpoint folder ``path`` (its ``*.safetensors``); their count."""
+        from safetensors.torch import load_file
+
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{path} holds no *.safetensors checkpoint")
+        tensors = [kv for f in files for kv in load_file(str(f)).items()]
+        self._dmo_load(tensors, self._dmo_find_dependents(self._dmo_touched([n for n, _ in tensors])))
+        return len(tensors)
+
+    def _dmo_push(self) -> None:
+        """Load the current values of the planned tensors into the engine (after the base itself, when
+        a checkpoint was served since: the plan sends only the tensors the merge touches)."""
+        if self._dmo_serving is not None:
+            self._dmo_load_folder(self._dmo_base)
+            self._dmo_serving = None
+        self._dmo_load(self._dmo_send, self._dmo_dependents)
 
     # ----------------------------------------------------------------------------------- RPC API
     def dmo_init_merge(
@@ -197,6 +228,7 @@ class MergeWorkerExtension:
         self._dmo_merger = merger
         self._dmo_send = send
         self._dmo_reload = self._dmo_needs_reload()
+        self._dmo_base, self._dmo_serving = base, None
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
         self._dmo_dependents = self._dmo_find_dependents(touched)
@@ -229,6 +261,16 @@ class MergeWorkerExtension:
         t1 = time.perf_counter()
         self._dmo_push()
         return {"merge_s": t1 - t0, "load_s": time.perf_counter() - t1}
+
+    @torch.no_grad()
+    def dmo_serve_checkpoint(self, path: str) -> dict[str, float]:
+        """Load every tensor of the full checkpoint folder ``path`` (the base's architecture) into the
+        engine: it then serves that model. The next :meth:`dmo_apply` or :meth:`dmo_restore` loads the
+        base back first. Returns ``{"load_s": ..., "n_tensors": ...}``."""
+        t0 = time.perf_counter()
+        self._dmo_serving = path  # first: a load that fails half-way also makes the next push reload the base
+        n = self._dmo_load_folder(Path(path))
+        return {"load_s": time.perf_counter() - t0, "n_tensors": float(n)}
 
     def dmo_planned_names(self) -> list[str]:
         """Checkpoint names of the tensors each swap loads (merged ones and their layer siblings)."""

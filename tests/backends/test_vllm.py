@@ -172,23 +172,27 @@ def lora_cfg(cfg: StudyConfig) -> StudyConfig:
 
 
 class _Engines:
-    """At most one live vLLM engine: asking for the other mode closes the current one."""
+    """At most one live vLLM engine: asking for another closes the current one. ``dense`` and ``lora``
+    serve the world's experts in that mode; ``dense-lora-only`` its LoRA experts densely (a merge plan
+    that leaves most tensors alone)."""
 
     def __init__(self, cfg: StudyConfig, lora_cfg_: StudyConfig | None) -> None:
         self.cfgs = {"dense": _with(cfg, name="vllm", mode="dense")}
         if lora_cfg_ is not None:
             self.cfgs["lora"] = _with(lora_cfg_, name="vllm", mode="lora")
+            self.cfgs["dense-lora-only"] = _with(lora_cfg_, name="vllm", mode="dense")
         self.live: VLLMBackend | None = None
+        self.live_key = ""
         self.starts: dict[str, float] = {}
 
-    def get(self, mode: str) -> VLLMBackend:
-        if self.live is not None and self.live.mode == mode:
+    def get(self, key: str) -> VLLMBackend:
+        if self.live is not None and self.live_key == key:
             return self.live
         self.close()
         t0 = time.perf_counter()
-        self.live = VLLMBackend(self.cfgs[mode])
-        self.starts[mode] = time.perf_counter() - t0
-        print(f"\n[vllm] {mode} engine started in {self.starts[mode]:.1f}s ({self.live.init_info})")
+        self.live, self.live_key = VLLMBackend(self.cfgs[key]), key
+        self.starts[key] = time.perf_counter() - t0
+        print(f"\n[vllm] {key} engine started in {self.starts[key]:.1f}s ({self.live.init_info})")
         return self.live
 
     def close(self) -> None:
@@ -294,6 +298,64 @@ def test_dense_swap_writes_the_transformers_merge_into_the_engine(
     assert vb.weight_checksums(names) == base  # the base comes back bit for bit
 
 
+def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(path.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_a_checkpoint_is_served_in_place_and_the_base_comes_back(
+    engines: _Engines, cfg: StudyConfig, few: tuple[list[str], list[str]], tmp_path: Path
+) -> None:
+    """``serve_checkpoint`` loads a full checkpoint (the world's full fine-tune) into the running engine:
+    the engine then computes with exactly its tensors and answers as the one-hot mixture on that expert
+    does; the next ``set_mixture`` / ``restore_base`` computes with the base's again, bit for bit."""
+    full = next((i for i, e in enumerate(cfg.experts) if e.kind == "full"), None)
+    if full is None:
+        pytest.skip("the world has no full fine-tune to serve")
+    vb = engines.get("dense")
+    ckpt = Path(cfg.experts[full].path)
+    tensors = _checkpoint_tensors(ckpt)
+    names = list(tensors)
+    if "lm_head.weight" not in tensors and "model.embed_tokens.weight" in tensors:  # tied: the head follows
+        names.append("lm_head.weight")
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+    prompts = few[0][:12]
+    n_tok = cfg.objective.max_new_tokens
+    vb.restore_base()
+    base = vb.weight_checksums(names)
+    mixes = _mixtures(cfg.n_domains)
+    vb.set_mixture(mixes[2])
+    merged = vb.weight_checksums(names)
+    one_hot = [float(i == full) for i in range(cfg.n_domains)]
+    vb.set_mixture(one_hot)
+    vertex_answers = vb.generate(prompts, max_new_tokens=n_tok)
+
+    vb.serve_checkpoint(ckpt)
+    assert vb.serving == ckpt and vb.current is None
+    got = vb.weight_checksums(names)
+    for n in names:
+        assert got[n] == tensor_checksum(tensors[n]), f"{n}: the engine does not compute with the checkpoint's"
+    assert vb.generate(prompts, max_new_tokens=n_tok) == vertex_answers
+    print(f"serve_checkpoint: {len(tensors)} tensors in {vb.last_swap['total_s']:.2f}s")
+
+    vb.set_mixture(mixes[2])  # the base is loaded back under the merge
+    assert vb.serving is None and vb.weight_checksums(names) == merged
+    vb.serve_checkpoint(ckpt)
+    vb.restore_base()
+    assert vb.weight_checksums(names) == base
+
+    other = tmp_path / "other"
+    other.mkdir()
+    conf = json.loads((ckpt / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**conf, "hidden_size": 2 * conf["hidden_size"]}))
+    with pytest.raises(BackendError, match=r"not a model of the engine's architecture \(hidden_size: "):
+        vb.serve_checkpoint(other)
+    with pytest.raises(BackendError, match=r"has no config\.json"):
+        vb.serve_checkpoint(tmp_path)
+    assert vb.weight_checksums(names) == base  # refused before anything was loaded
+
+
 def test_hf_and_vllm_agree_on_greedy_answers_and_scores(
     engines: _Engines, hf: HFBackend, cfg: StudyConfig, examples: dict[str, list[Any]], prompts: list[str]
 ) -> None:
@@ -366,6 +428,34 @@ def dense_reference(
         ref["logprobs"].append(vb.token_logprobs(prompts, conts))
         ref["answers"].append(vb.generate(prompts, max_new_tokens=cfg.objective.max_new_tokens))
     return ref
+
+
+def test_after_a_checkpoint_tensors_outside_the_merge_plan_are_the_base_again(
+    engines: _Engines, cfg: StudyConfig, lora_cfg: StudyConfig, dense_reference: dict[str, Any]
+) -> None:
+    """A merge of LoRA experts only swaps their target layers; a served full checkpoint also changed
+    the embeddings and norms. The next ``set_mixture`` loads the base back first, so every tensor is
+    the merge's again, not the checkpoint's. (``dense_reference`` is built first, on the dense engine.)"""
+    assert dense_reference["mixes"]
+    full = next((e for e in cfg.experts if e.kind == "full"), None)
+    if full is None:
+        pytest.skip("the world has no full fine-tune to serve")
+    vb = engines.get("dense-lora-only")
+    tensors = _checkpoint_tensors(Path(full.path))
+    names = list(tensors)
+    outside = [n for n in names if n not in set(vb.planned_names())]
+    assert outside, "the LoRA-only merge plan should leave some tensors alone"
+    w = _mixtures(lora_cfg.n_domains)[2]
+    vb.set_mixture(w)
+    merged = vb.weight_checksums(names)
+    vb.serve_checkpoint(full.path)
+    served = vb.weight_checksums(names)
+    assert all(served[n] == tensor_checksum(tensors[n]) for n in names)
+    assert [n for n in outside if served[n] != merged[n]], "the checkpoint should differ outside the plan"
+    vb.set_mixture(w)
+    assert vb.weight_checksums(names) == merged
+    print(f"{len(outside)} of {len(names)} tensors outside the plan; the base reload took {vb.last_swap}")
+    vb.restore_base()
 
 
 # -------------------------------------------------------------------------------------------- LoRA
