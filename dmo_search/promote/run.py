@@ -3,6 +3,8 @@
 Every run is a row of ``dmo_promotions`` keyed by its mixture and training spec. Rows are written
 before any training, and each step updates its row as it finishes, so an interrupted promotion started
 again skips ``done`` runs, scores ``trained`` ones without retraining, and retrains only the rest.
+All runs are trained first, then all are scored on one engine (each checkpoint loaded into it in
+place where the backend can), so no engine holds accelerator memory while a run trains.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dmo_search.promote.config import PromotionConfig
+from dmo_search.promote.score import CheckpointScorer
 from dmo_search.promote.store import PromotionRecord, PromotionStore
 from dmo_search.sampler import VALUE_SE_ATTR
 
@@ -149,17 +152,24 @@ def _has_model(rec: PromotionRecord) -> bool:
     return rec.model_dir is not None and (Path(rec.model_dir) / "config.json").is_file()
 
 
+def _finished(rec: PromotionRecord, full: Objective | None) -> bool:
+    """Trained and scored (on every example too when ``full`` is asked for)."""
+    return rec.status == "done" and (full is None or rec.sft_full_value is not None)
+
+
 def _score_one(
-    cfg: StudyConfig, store: PromotionStore, rec: PromotionRecord, objective: Objective, full: Objective | None = None
+    scorer: CheckpointScorer,
+    store: PromotionStore,
+    rec: PromotionRecord,
+    objective: Objective,
+    full: Objective | None = None,
 ) -> PromotionRecord:
     """Score the run's model on the study's subsets (unless done) and, with ``full``, on every example."""
-    from dmo_search.promote.score import score_model_many
-
     assert rec.model_dir is not None
     need_subset = rec.status != "done"
     need_full = full is not None and rec.sft_full_value is None
     objectives = [o for o, needed in ((objective, need_subset), (full, need_full)) if needed and o is not None]
-    scores = score_model_many(cfg, Path(rec.model_dir), objectives)
+    scores = scorer.score(Path(rec.model_dir), objectives)
     fields: dict[str, Any] = {"error": None}
     if need_subset:
         s = scores.pop(0)
@@ -178,6 +188,57 @@ def _objective(study: optuna.Study, cfg: StudyConfig) -> Objective:
     objective = make_objective(cfg.objective)
     check_objective(study, objective)  # the same validation files and subsets as the trials
     return objective
+
+
+def _train_step(
+    cfg: StudyConfig,
+    promotion: PromotionConfig,
+    store: PromotionStore,
+    rec: PromotionRecord,
+    out_dir: Path,
+    train_sets: dict[str, Any],
+    tag: str,
+    say: Say,
+) -> None:
+    """Train one run and store it ``trained``; a failure is stored ``failed`` with its error."""
+    say(f"{tag}: training ...")
+    try:
+        rec = store.update(rec.run_key, **_train_one(cfg, promotion, rec, out_dir, train_sets))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        store.update(rec.run_key, status="failed", error=error[:2000])
+        say(f"{tag}: FAILED: {error}")
+        return
+    say(f"{tag}: trained in {rec.train_seconds:.1f}s")
+
+
+def _score_step(
+    scorer: CheckpointScorer,
+    store: PromotionStore,
+    rec: PromotionRecord,
+    objective: Objective,
+    full: Objective | None,
+    tag: str,
+    say: Say,
+) -> None:
+    """Score one trained run; a failure keeps its model (the next promote scores it) with the error."""
+    say(f"{tag}: scoring ...")
+    try:
+        rec = _score_one(scorer, store, rec, objective, full)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # an engine out of memory, say: the trained model is kept
+        error = f"{type(e).__name__}: {e}"
+        store.update(rec.run_key, error=error[:2000])
+        say(f"{tag}: FAILED while scoring: {error}; the trained model is kept, the next promote scores it")
+        return
+    full_note = "" if full is None else f"; full validation: SFT {rec.sft_full_value:.4f}"
+    say(
+        f"{tag}: SFT {rec.sft_value:.4f} (proxy {rec.proxy_value:.4f}), eval {rec.eval_seconds:.1f}s "
+        f"(model {scorer.last_load})" + full_note
+    )
 
 
 def promote(
@@ -266,38 +327,23 @@ def promote(
         say(f"promoting {len(recs)} mixture(s): " + ", ".join(f"{r.role} {_short(r.weights)}" for r in recs))
         _fill_proxies(study, cfg, store, recs, objective, full, say)
         train_sets = {n: load_train_set(Path(promotion.train_data[n])) for n in cfg.expert_names}
-        for i, key in enumerate(keys, start=1):
+        tags = {}
+        for i, key in enumerate(keys, start=1):  # all training first: no engine holds memory meanwhile
             rec = store.get(key)
             assert rec is not None
-            tag = f"[{i}/{len(keys)}] {rec.role} {_short(rec.weights)}"
-            if rec.status == "done" and (full is None or rec.sft_full_value is not None):
+            tags[key] = tag = f"[{i}/{len(keys)}] {rec.role} {_short(rec.weights)}"
+            if _finished(rec, full):
                 say(f"{tag}: done earlier (SFT {rec.sft_value:.4f}); not retrained")
-                continue
-            try:
-                if rec.status in ("trained", "done") and _has_model(rec):
-                    say(f"{tag}: trained earlier; scoring")
-                else:
-                    say(f"{tag}: training ...")
-                    rec = store.update(key, **_train_one(cfg, promotion, rec, out_root / key, train_sets))
-                    say(f"{tag}: trained in {rec.train_seconds:.1f}s; scoring ...")
-                rec = _score_one(cfg, store, rec, objective, full)
-                full_note = "" if full is None else f"; full validation: SFT {rec.sft_full_value:.4f}"
-                say(
-                    f"{tag}: SFT {rec.sft_value:.4f} (proxy {rec.proxy_value:.4f}), eval {rec.eval_seconds:.1f}s"
-                    + full_note
-                )
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:
-                error = f"{type(e).__name__}: {e}"
-                now = store.get(key)
-                if now is not None and now.status in ("trained", "done") and _has_model(now):
-                    # scoring failed (an engine out of memory, say): keep the trained model for the next run
-                    store.update(key, error=error[:2000])
-                    say(f"{tag}: FAILED while scoring: {error}; the trained model is kept, the next promote scores it")
-                else:
-                    store.update(key, status="failed", error=error[:2000])
-                    say(f"{tag}: FAILED: {error}")
+            elif rec.status in ("trained", "done") and _has_model(rec):
+                say(f"{tag}: trained earlier; to be scored")
+            else:
+                _train_step(cfg, promotion, store, rec, out_root / key, train_sets, tag, say)
+        with CheckpointScorer(cfg) as scorer:  # then all scoring, on one engine where it can
+            for key in keys:
+                rec = store.get(key)
+                assert rec is not None
+                if rec.status in ("trained", "done") and _has_model(rec) and not _finished(rec, full):
+                    _score_step(scorer, store, rec, objective, full, tags[key], say)
         return [r for k in keys if (r := store.get(k)) is not None]
     finally:
         store.close()
@@ -360,7 +406,8 @@ def ingest_model(
         model_dir = materialize_model(model, cfg.base_model, out_root / key / "model")
         rec = store.update(key, status="trained", model_dir=str(model_dir))
         say(f"scoring {model_dir} ...")
-        return _score_one(cfg, store, rec, objective)
+        with CheckpointScorer(cfg) as scorer:
+            return _score_one(scorer, store, rec, objective)
     finally:
         store.close()
 
