@@ -237,7 +237,7 @@ def _score_step(
     full_note = "" if full is None else f"; full validation: SFT {rec.sft_full_value:.4f}"
     say(
         f"{tag}: SFT {rec.sft_value:.4f} (proxy {rec.proxy_value:.4f}), eval {rec.eval_seconds:.1f}s "
-        f"(model {scorer.last_load})" + full_note
+        f"({scorer.last_load})" + full_note
     )
 
 

@@ -84,7 +84,7 @@ class CheckpointScorer:
         if isinstance(b, CheckpointBackend) and b.serves_checkpoints:
             try:
                 b.serve_checkpoint(model_dir)
-                self.last_load = f"loaded in place in {time.perf_counter() - t0:.2f}s"
+                self.last_load = f"checkpoint loaded in place in {time.perf_counter() - t0:.2f}s"
                 return b
             except BackendError as e:
                 self.last_load = f"in-place load failed ({e}); "
@@ -93,7 +93,7 @@ class CheckpointScorer:
         self.close()
         self.backend = make_backend(scoring_config(self.cfg, model_dir))
         self.starts += 1
-        self.last_load += f"engine started in {time.perf_counter() - t0:.1f}s"
+        self.last_load += f"engine started on it in {time.perf_counter() - t0:.1f}s"
         return self.backend
 
     def score(self, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:

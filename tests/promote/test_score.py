@@ -43,7 +43,7 @@ def test_vllm_scores_later_checkpoints_in_place_as_a_fresh_engine_would(toy_worl
         first = scorer.score(base, [objective])[0]
         assert scorer.last_load.startswith("engine started")
         in_place = scorer.score(full, [objective])[0]
-        assert scorer.starts == 1 and scorer.last_load.startswith("loaded in place"), scorer.last_load
+        assert scorer.starts == 1 and scorer.last_load.startswith("checkpoint loaded in place"), scorer.last_load
         print(f"in place: {scorer.last_load}")
     with CheckpointScorer(cfg) as fresh:
         alone = fresh.score(full, [objective])[0]
