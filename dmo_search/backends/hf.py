@@ -1,7 +1,9 @@
 """The transformers backend: the reference engine, and the one that needs nothing but torch.
 
 The base model is loaded once; each mixture is written into its parameters in place by
-:class:`~dmo_search.merge.InPlaceMerger`. Generation is batched greedy decoding with left padding.
+:class:`~dmo_search.merge.InPlaceMerger`, and a full checkpoint of the same architecture can be served
+in their place (:meth:`HFBackend.serve_checkpoint`). Generation is batched greedy decoding with left
+padding.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dmo_search.backends.base import BackendError, chat_prompt
 from dmo_search.experts import ExpertError, load_expert_set
 from dmo_search.merge import InPlaceMerger
 from dmo_search.merge_methods import MergeMethod
-from dmo_search.models import is_vision_language
+from dmo_search.models import architecture_mismatch, is_vision_language, load_model
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
@@ -50,12 +52,11 @@ class HFBackend:
     def __init__(self, cfg: StudyConfig) -> None:
         from transformers import AutoTokenizer
 
-        from dmo_search.models import load_model
-
         base = Path(cfg.base_model)
         if not (base / "config.json").is_file():
             raise ExpertError(f"base_model {base} has no config.json; point base_model at a checkpoint folder")
         self.base = base
+        self.serving: Path | None = None  # a checkpoint served in place of theta(w) (serve_checkpoint)
         self.processor: Any = None
         self.device = resolve_device(cfg.backend.device)
         self.dtype = _DTYPES[cfg.backend.dtype]
@@ -82,11 +83,52 @@ class HFBackend:
 
     def set_mixture(self, weights: Sequence[float]) -> None:
         """Write ``theta(w)`` into the live model."""
+        self._base_back()
         self.merger.apply(weights)
 
     def restore_base(self) -> None:
         """Restore the base weights bit for bit."""
+        self._base_back()
         self.merger.restore()
+
+    @property
+    def serves_checkpoints(self) -> bool:
+        """Always: :meth:`serve_checkpoint` loads a checkpoint into the live model."""
+        return True
+
+    def serve_checkpoint(self, model_dir: str | Path) -> None:
+        """Serve the full checkpoint at ``model_dir`` (a model of the base's architecture, such as a
+        mixture-SFT run's) in place of theta(w): its parameters are loaded into the live model, without
+        loading the base or the experts again. :meth:`set_mixture` or :meth:`restore_base` puts the base
+        back first.
+
+        Raises:
+            BackendError: not a checkpoint folder, or a checkpoint of another architecture (the field named).
+        """
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise BackendError(f"{path} has no config.json; point at a checkpoint folder")
+        diff = architecture_mismatch(self.base, path)
+        if diff is not None:
+            raise BackendError(
+                f"{path} is not a model of the base's architecture ({diff}); it needs a backend of its own"
+            )
+        self.serving = path  # first: a load that fails half-way also brings the base back next time
+        self._load_parameters(path)
+
+    def _load_parameters(self, path: Path) -> None:
+        """Copy every parameter of the checkpoint at ``path`` into the live model (cast to its dtype and
+        device), loaded by transformers as the base was, so that names and layouts match."""
+        other = load_model(path)
+        self.model.load_state_dict(other.state_dict(), strict=True)
+        del other
+
+    def _base_back(self) -> None:
+        """After :meth:`serve_checkpoint`: load the base's parameters again (the merger restores only
+        those it merges)."""
+        if self.serving is not None:
+            self._load_parameters(self.base)
+            self.serving = None
 
     def format_prompt(self, prompt: str, *, chat: bool, n_images: int = 0) -> str:
         """Apply the tokenizer's chat template (one user turn, generation prompt) when ``chat``."""

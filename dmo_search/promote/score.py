@@ -5,7 +5,7 @@ A trained checkpoint is served by the study's own backend started with the check
 model and no mixture applied (the backend serves ``theta_0``, here the SFT model), so generation,
 prompt formatting and metrics are the very code that scored the merged proxies. A
 :class:`CheckpointScorer` keeps that backend for the next checkpoints and loads each into it in place
-where it can (vLLM's dense mode), instead of starting an engine per checkpoint.
+where it can (``hf``, vLLM's dense mode), instead of starting an engine per checkpoint.
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ class CheckpointScorer:
     """Scores checkpoints one after another on as few backend starts as it can.
 
     The first checkpoint starts the study's backend on it (:func:`scoring_config`); each later one is
-    loaded into that running backend in place when it can serve checkpoints (vLLM in ``dense`` mode:
-    ``serve_checkpoint``, a fraction of a second for the toy world where an engine start takes ~20 s),
-    else, or after an in-place load failed (an engine that died), a new backend is started on it. Use
-    it as a context manager; :meth:`close` stops the backend.
+    loaded into that running backend in place when it can serve checkpoints (``serve_checkpoint``: vLLM
+    in ``dense`` mode, a fraction of a second for the toy world where an engine start takes ~20 s; ``hf``
+    without loading the experts again), else, or after an in-place load failed (another architecture,
+    an engine that died), a new backend is started on it. Use it as a context manager; :meth:`close`
+    stops the backend.
     """
 
     def __init__(self, cfg: StudyConfig) -> None:

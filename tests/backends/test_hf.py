@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from dmo_search.backends.hf import HFBackend
-from dmo_search.config import load_config
+from dmo_search.config import StudyConfig, load_config
 from dmo_search.objectives.data import load_jsonl
 
 pytestmark = pytest.mark.slow
@@ -96,3 +98,45 @@ def test_cuda_backend_matches_the_cpu_backend(toy_world: Any, backend: HFBackend
         assert same >= 0.95
         assert worst < 1e-4
     gpu.close()
+
+
+def test_a_checkpoint_is_served_in_place_and_the_base_comes_back(toy_world: Any, tmp_path: Path) -> None:
+    """``serve_checkpoint`` puts a full checkpoint's parameters (the toy world's full fine-tune) into the
+    live model; with only the LoRA experts merged, the next ``set_mixture`` / ``restore_base`` must
+    bring back the base's embeddings and norms too, which the merger never touches."""
+    from dmo_search.backends.base import BackendError
+    from dmo_search.models import load_model
+
+    data = json.loads(load_config(toy_world.config_path).model_dump_json())
+    full = next(Path(e["path"]) for e in data["experts"] if e["kind"] == "full")
+    data["experts"] = [e for e in data["experts"] if e["kind"] == "lora"]
+    b = HFBackend(StudyConfig.model_validate(data))
+
+    def state() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in b.model.state_dict().items()}
+
+    def same(a: dict[str, torch.Tensor], c: dict[str, torch.Tensor]) -> bool:
+        return a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+
+    base = state()
+    w = [0.3, 0.7]
+    b.set_mixture(w)
+    merged = state()
+    b.serve_checkpoint(full)
+    assert b.serving == full
+    assert same(state(), load_model(full).state_dict())
+    outside = [k for k in base if torch.equal(merged[k], base[k]) and not torch.equal(state()[k], base[k])]
+    assert outside, "the checkpoint should differ where the LoRA merge leaves the base alone"
+    b.set_mixture(w)
+    assert b.serving is None and same(state(), merged)
+    b.serve_checkpoint(full)
+    b.restore_base()
+    assert same(state(), base)
+    conf = json.loads((full / "config.json").read_text())
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({**conf, "num_hidden_layers": 1}))
+    with pytest.raises(BackendError, match=r"not a model of the base's architecture \(num_hidden_layers: "):
+        b.serve_checkpoint(tmp_path / "other")
+    with pytest.raises(BackendError, match=r"has no config\.json"):
+        b.serve_checkpoint(tmp_path)
+    assert same(state(), base)

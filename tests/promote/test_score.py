@@ -1,7 +1,7 @@
 """Scoring trained checkpoints on one engine (:class:`~dmo_search.promote.score.CheckpointScorer`).
 
-On a vLLM engine in dense mode the second checkpoint is loaded into the running engine, not started
-anew, and scores exactly as on an engine started on it; on ``hf`` each checkpoint gets its own backend.
+On a vLLM engine in dense mode and on ``hf`` the second checkpoint is loaded into the running
+backend, not started anew, and scores exactly as on a backend started on it.
 The checkpoints are the toy world's own: its base and its full fine-tune.
 """
 
@@ -52,12 +52,16 @@ def test_vllm_scores_later_checkpoints_in_place_as_a_fresh_engine_would(toy_worl
     assert in_place.value != first.value, "the full fine-tune should score differently from the base"
 
 
-def test_hf_starts_a_backend_per_checkpoint(toy_world: Any) -> None:
+def test_hf_scores_later_checkpoints_in_place_as_a_fresh_backend_would(toy_world: Any) -> None:
     cfg = _cfg(toy_world, {"name": "hf"})
     base, full = _checkpoints(cfg)
     objective = make_objective(cfg.objective)
     with CheckpointScorer(cfg) as scorer:
-        a = scorer.score(base, [objective])[0]
-        b = scorer.score(full, [objective])[0]
-        assert scorer.starts == 2 and scorer.last_load.startswith("engine started")
-    assert a.value != b.value and scorer.backend is None  # closed on exit
+        first = scorer.score(base, [objective])[0]
+        in_place = scorer.score(full, [objective])[0]
+        assert scorer.starts == 1 and scorer.last_load.startswith("checkpoint loaded in place")
+    assert scorer.backend is None  # closed on exit
+    with CheckpointScorer(cfg) as fresh:
+        alone = fresh.score(full, [objective])[0]
+    assert (in_place.value, in_place.scores) == (alone.value, alone.scores)
+    assert in_place.value != first.value
