@@ -66,8 +66,8 @@ class CheckpointScorer:
     The first checkpoint starts the study's backend on it (:func:`scoring_config`); each later one is
     loaded into that running backend in place when it can serve checkpoints (``serve_checkpoint``: vLLM
     in ``dense`` mode, a fraction of a second for the toy world where an engine start takes ~20 s; ``hf``
-    without loading the experts again), else, or after an in-place load failed (another architecture,
-    an engine that died), a new backend is started on it. Use it as a context manager; :meth:`close`
+    without loading the experts again), else, or after an in-place load failed (an engine that died,
+    another architecture), a new backend is started on it. Use it as a context manager; :meth:`close`
     stops the backend.
     """
 
@@ -78,23 +78,32 @@ class CheckpointScorer:
         self.last_load = ""  # how the last checkpoint was put in place, for progress lines
 
     def _serve(self, model_dir: Path) -> Backend:
+        """The backend, serving ``model_dir``: loaded in place, or on a new backend started on it.
+
+        Raises:
+            BackendError: the new backend did not start (with why the in-place load failed first, if it did).
+        """
         from dmo_search.backends import BackendError, CheckpointBackend, make_backend
 
         t0 = time.perf_counter()
         b = self.backend
+        refused = ""
         if isinstance(b, CheckpointBackend) and b.serves_checkpoints:
             try:
                 b.serve_checkpoint(model_dir)
                 self.last_load = f"checkpoint loaded in place in {time.perf_counter() - t0:.2f}s"
                 return b
-            except BackendError as e:
-                self.last_load = f"in-place load failed ({e}); "
-        else:
-            self.last_load = ""
+            except Exception as e:  # a dead engine, another architecture: a new backend is tried
+                refused = f"in-place load failed ({type(e).__name__}: {e}); "
         self.close()
-        self.backend = make_backend(scoring_config(self.cfg, model_dir))
+        try:
+            self.backend = make_backend(scoring_config(self.cfg, model_dir))
+        except Exception as e:
+            if not refused:
+                raise
+            raise BackendError(f"{refused}a new backend on it failed too: {type(e).__name__}: {e}") from e
         self.starts += 1
-        self.last_load += f"engine started on it in {time.perf_counter() - t0:.1f}s"
+        self.last_load = f"{refused}engine started on it in {time.perf_counter() - t0:.1f}s"
         return self.backend
 
     def score(self, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:

@@ -65,3 +65,33 @@ def test_hf_scores_later_checkpoints_in_place_as_a_fresh_backend_would(toy_world
         alone = fresh.score(full, [objective])[0]
     assert (in_place.value, in_place.scores) == (alone.value, alone.scores)
     assert in_place.value != first.value
+
+
+def test_a_checkpoint_refused_in_place_gets_a_new_backend_whose_failure_names_both(
+    toy_world: Any, tmp_path: Path
+) -> None:
+    """A checkpoint of another architecture (a wider random Qwen2 here) is refused in place; a new backend
+    is started on it, which cannot hold the study's experts either: the error says both, and the next
+    checkpoint gets a backend again."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from dmo_search.backends import BackendError
+
+    cfg = _cfg(toy_world, {"name": "hf"})
+    base, full = _checkpoints(cfg)
+    conf = AutoConfig.from_pretrained(str(base))
+    conf.hidden_size *= 2
+    other = tmp_path / "wider"
+    AutoModelForCausalLM.from_config(conf).save_pretrained(str(other))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(other))
+    objective = make_objective(cfg.objective)
+    with CheckpointScorer(cfg) as scorer:
+        scorer.score(base, [objective])
+        with pytest.raises(BackendError) as err:
+            scorer.score(other, [objective])
+        msg = str(err.value)
+        assert "in-place load failed (BackendError:" in msg and "(hidden_size: " in msg, msg
+        assert "a new backend on it failed too: ExpertError: " in msg, msg
+        assert scorer.backend is None and scorer.starts == 1
+        scorer.score(full, [objective])
+        assert scorer.starts == 2 and scorer.last_load.startswith("engine started on it")
