@@ -114,6 +114,37 @@ def test_vision_encoder_is_left_at_base(engine: VLLMBackend) -> None:
     assert not [n for n in planned if "visual.blocks" in n or "visual.patch_embed" in n]
 
 
+def test_a_served_checkpoint_reaches_the_vision_tower_and_leaves_with_the_next_swap(
+    engine: VLLMBackend, hf: HFBackend, world: TinyVLWorld
+) -> None:
+    """``serve_checkpoint`` of the full fine-tune loads its vision blocks too (which the merge plan leaves
+    at base): both backends then answer alike, and the next ``set_mixture`` brings the base's vision
+    blocks back (answers and weights as before the checkpoint)."""
+    from safetensors.torch import load_file
+
+    from dmo_search.backends.vllm_ext import tensor_checksum
+
+    tensors = {k: v for f in sorted(world.full.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+    visual = [n for n in tensors if n.startswith("visual.blocks.0.") and n.endswith(".weight")]
+    assert visual and not set(visual) & set(engine.planned_names())
+    w = [0.3, 0.7]
+    engine.set_mixture(w)
+    merged = (_answers(engine, world), engine.weight_checksums(visual))
+    engine.serve_checkpoint(world.full)
+    hf.serve_checkpoint(world.full)
+    got = engine.weight_checksums(visual)
+    for n in visual:
+        want = tensor_checksum(tensors[n])
+        assert got[n][0] == pytest.approx(want[0], rel=1e-5, abs=1e-4), n
+        assert got[n][1] == pytest.approx(want[1], rel=1e-5), n
+    assert got != merged[1], "the full fine-tune's vision blocks should differ from the base's"
+    served = _answers(engine, world)
+    assert served == _answers(hf, world)
+    engine.set_mixture(w)
+    hf.set_mixture(w)
+    assert (_answers(engine, world), engine.weight_checksums(visual)) == merged
+
+
 def test_answers_are_not_empty(engine: VLLMBackend, world: TinyVLWorld) -> None:
     """The comparisons above compare real tokens, not empty strings."""
     engine.set_mixture([0.5, 0.5])
