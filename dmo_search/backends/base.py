@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "chat_prompt"]
+__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "chat_prompt", "checked_checkpoint"]
 
 
 class BackendError(RuntimeError):
@@ -115,6 +115,23 @@ class BatchBackend(Backend, Protocol):
         """Summed log-probability and token count of each continuation under each mixture: ``out[j][i]``
         for mixture j, pair i. The current mixture is unchanged afterwards."""
         ...
+
+
+def checked_checkpoint(model_dir: str | Path, base: str | Path) -> Path:
+    """``model_dir`` as a path, once it is a checkpoint folder of ``base``'s architecture.
+
+    Raises:
+        BackendError: no ``config.json``, or another architecture (the config field that differs).
+    """
+    from dmo_search.models import architecture_mismatch
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise BackendError(f"{path} has no config.json; point at a checkpoint folder")
+    diff = architecture_mismatch(base, path)
+    if diff is not None:
+        raise BackendError(f"{path} is not a model of the base's architecture ({diff}); it needs a backend of its own")
+    return path
 
 
 @runtime_checkable

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dmo_search.backends.base import BackendError, chat_prompt
+from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint
 from dmo_search.experts import ExpertError, load_expert_set
 from dmo_search.merge import InPlaceMerger
 from dmo_search.merge_methods import MergeMethod
-from dmo_search.models import architecture_mismatch, is_vision_language, load_model
+from dmo_search.models import is_vision_language, load_model
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
@@ -105,14 +105,7 @@ class HFBackend:
         Raises:
             BackendError: not a checkpoint folder, or a checkpoint of another architecture (the field named).
         """
-        path = Path(model_dir)
-        if not (path / "config.json").is_file():
-            raise BackendError(f"{path} has no config.json; point at a checkpoint folder")
-        diff = architecture_mismatch(self.base, path)
-        if diff is not None:
-            raise BackendError(
-                f"{path} is not a model of the base's architecture ({diff}); it needs a backend of its own"
-            )
+        path = checked_checkpoint(model_dir, self.base)
         self.serving = path  # first: a load that fails half-way also brings the base back next time
         self._load_parameters(path)
 

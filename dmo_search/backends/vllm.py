@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from dmo_search import reaper, simplex
-from dmo_search.backends.base import BackendError, chat_prompt
+from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded
 from dmo_search.models import is_vision_language
@@ -523,20 +523,11 @@ class VLLMBackend:
             BackendError: ``lora`` mode (no in-place loading: start an engine on the checkpoint), a
                 checkpoint of another architecture (the field named), or a failed load.
         """
-        from dmo_search.models import architecture_mismatch
-
-        path = Path(model_dir)
         if self.mode != "dense":
             raise BackendError(
-                f"serve_checkpoint({path}) needs backend.mode: dense; in lora mode start an engine on the checkpoint"
+                f"serve_checkpoint({model_dir}) needs backend.mode: dense; in lora mode start an engine on it"
             )
-        if not (path / "config.json").is_file():
-            raise BackendError(f"{path} has no config.json; point at a checkpoint folder")
-        diff = architecture_mismatch(self.cfg.base_model, path)
-        if diff is not None:
-            raise BackendError(
-                f"{path} is not a model of the engine's architecture ({diff}); it needs an engine of its own"
-            )
+        path = checked_checkpoint(model_dir, self.cfg.base_model)
         self._ensure_alive("serve_checkpoint")
         t0 = time.perf_counter()
         res = self._call(

@@ -349,7 +349,7 @@ def test_a_checkpoint_is_served_in_place_and_the_base_comes_back(
     other.mkdir()
     conf = json.loads((ckpt / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**conf, "hidden_size": 2 * conf["hidden_size"]}))
-    with pytest.raises(BackendError, match=r"not a model of the engine's architecture \(hidden_size: "):
+    with pytest.raises(BackendError, match=r"not a model of the base's architecture \(hidden_size: "):
         vb.serve_checkpoint(other)
     with pytest.raises(BackendError, match=r"has no config\.json"):
         vb.serve_checkpoint(tmp_path)
@@ -511,6 +511,9 @@ def test_q_candidates_in_one_generate_equal_one_by_one(
     assert many == one
     assert vb.current == pytest.approx(mixes[0])  # the current mixture is untouched
     assert len({tuple(o) for o in one}) > 1, "the mixtures should not all give the same answers"
+    assert not vb.serves_checkpoints
+    with pytest.raises(BackendError, match=r"needs backend\.mode: dense; in lora mode start an engine on it"):
+        vb.serve_checkpoint(lora_cfg.base_model)
 
 
 def test_q_candidates_in_one_loglikelihood_call_equal_one_by_one(
