@@ -530,10 +530,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         _quiet_hf()
         cache = ProxyCache(url, study.study_name)
         try:
-            scorer = study_scorer(cfg, _log.info)
-            cmp = compare_methods(
-                recs, cfg, methods, params=params, scorer=scorer, cache=cache, n_boot=args.n_boot, say=_log.info
-            )
+            with study_scorer(cfg, _log.info) as scorer:
+                cmp = compare_methods(
+                    recs, cfg, methods, params=params, scorer=scorer, cache=cache, n_boot=args.n_boot, say=_log.info
+                )
         finally:
             cache.close()
         out["method_comparison"], text = cmp.to_dict(), f"{text}\n\n{comparison_text(cmp)}"

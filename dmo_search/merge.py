@@ -139,6 +139,11 @@ class InPlaceMerger:
         """K."""
         return len(self.experts)
 
+    def set_method(self, method: MergeMethod | None) -> None:
+        """Merge with ``method`` (default linear) from the next :meth:`apply` on; the plan, the base
+        copies and the experts stay (a method is only read when a mixture is applied)."""
+        self.method = method or MergeMethod()
+
     def _buffer(self, entry: MergeEntry) -> torch.Tensor:
         """A float32 scratch tensor of ``entry``'s shape (one per shape and device, reused)."""
         key = (tuple(entry.base.shape), entry.base.device)

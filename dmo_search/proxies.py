@@ -17,12 +17,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dmo_search.backends.keeper import KeptBackend
 from dmo_search.config import StudyConfig, parse_config
 
 if TYPE_CHECKING:
+    from dmo_search.backends import Backend
     from dmo_search.objectives.base import ObjectiveResult
 
-__all__ = ["config_with_method", "score_with_method"]
+__all__ = ["MethodScorer", "config_with_method", "score_with_method"]
 
 
 def config_with_method(
@@ -49,6 +51,44 @@ def config_with_method(
     return parse_config(data, source=f"config with merge.method {method!r}")
 
 
+class MethodScorer(KeptBackend):
+    """Scores mixtures under one merge method after another on as few backend starts as it can: the
+    first method starts the study's backend, each later one is switched in place (``set_merge``: the
+    base and the experts stay loaded) where the backend can (``hf``, vLLM in dense mode), else a new
+    backend is started for it. A context manager; :meth:`close` stops the backend."""
+
+    def __init__(self, cfg: StudyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def score(
+        self,
+        method: str,
+        mixtures: Sequence[Sequence[float]],
+        *,
+        params: Mapping[str, object] | None = None,
+        seed: int | None = None,
+    ) -> list[ObjectiveResult]:
+        """Score each mixture's merged model under ``method`` (see :func:`score_with_method`)."""
+        from dmo_search.backends import MethodBackend
+        from dmo_search.objectives import make_objective
+        from dmo_search.study import evaluate_mixture
+
+        mcfg = config_with_method(self.cfg, method, params, seed=seed)
+
+        def in_place(b: Backend) -> bool:
+            if not isinstance(b, MethodBackend) or self.started_cfg is None or self.started_cfg.backend != mcfg.backend:
+                return False  # another backend mode (a non-linear method leaves vLLM's lora mode)
+            b.set_merge(mcfg.merge)
+            return True
+
+        backend = self.get(mcfg, in_place, "method switched")
+        objective = make_objective(mcfg.objective)
+        out = [evaluate_mixture(backend, objective, w)[0] for w in mixtures]
+        backend.restore_base()
+        return out
+
+
 def score_with_method(
     cfg: StudyConfig,
     method: str,
@@ -60,7 +100,8 @@ def score_with_method(
     """Score each mixture's merged model under ``method`` with the study's backend and objective.
 
     Starts one backend for the method (it loads the base and experts once), scores the mixtures in
-    order, and shuts the backend down (a vLLM engine is closed) before returning.
+    order, and shuts the backend down (a vLLM engine is closed) before returning. To score several
+    methods on one backend, use :class:`MethodScorer`.
 
     Args:
         cfg: the study config (base, experts, objective, backend).
@@ -69,18 +110,5 @@ def score_with_method(
         params: the method's hyper-parameters (defaults: the paper code's).
         seed: ``merge.seed`` for DARE (default: the config's).
     """
-    from dmo_search.backends import make_backend
-    from dmo_search.objectives import make_objective
-    from dmo_search.study import evaluate_mixture
-
-    mcfg = config_with_method(cfg, method, params, seed=seed)
-    objective = make_objective(mcfg.objective)
-    backend = make_backend(mcfg)
-    try:
-        out = [evaluate_mixture(backend, objective, w)[0] for w in mixtures]
-        backend.restore_base()
-        return out
-    finally:
-        close = getattr(backend, "close", None)
-        if callable(close):
-            close()
+    with MethodScorer(cfg) as scorer:
+        return scorer.score(method, mixtures, params=params, seed=seed)

@@ -300,3 +300,23 @@ def test_non_linear_merge_in_place_and_restore(tiny: TinyWorld, name: str) -> No
     assert changed > 0  # the method is not the linear merge
     mg.restore()
     assert all(torch.equal(p, base[n]) for n, p in _params(model).items())
+
+
+def test_set_method_switches_a_merger_as_a_new_one_would(tiny: TinyWorld) -> None:
+    """``set_method`` on a live merger (linear, then ties, then linear again) writes exactly what a merger
+    built with that method writes: the plan, the base copies and the experts carry over."""
+    ties = MergeMethod.create("ties", seed=1)
+    model, mg = _merger(tiny, None)
+    fresh_model, fresh = _merger(tiny, ties)
+    w = [0.2, 0.3, 0.5]
+    mg.apply(w)
+    linear = _params(model)
+    mg.set_method(ties)
+    mg.apply(w)
+    fresh.apply(w)
+    a, b = _params(model), _params(fresh_model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], linear[k]) for k in a)
+    mg.set_method(None)
+    mg.apply(w)
+    assert all(torch.equal(v, linear[k]) for k, v in _params(model).items())

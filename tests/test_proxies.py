@@ -39,3 +39,22 @@ def test_score_with_method_scores_each_mixture(cfg: StudyConfig) -> None:
         assert set(r.scores) == {"add", "shift", "sort"} and all(n == 6 for n in r.n_examples.values())
         assert 0.0 <= r.value <= 1.0
     assert score_with_method(cfg, "linear", mixtures[:1])[0] == lin[0]  # deterministic
+
+
+def test_a_method_scorer_switches_methods_in_place_with_the_scores_of_fresh_backends(cfg: StudyConfig) -> None:
+    """Linear, TSV, then linear again on ONE hf backend (the method switched in place, base and experts
+    kept): each gives what a backend started for that method gives."""
+    from dmo_search.backends import BackendError
+    from dmo_search.proxies import MethodScorer
+
+    mixtures = [[0.6, 0.2, 0.2], [0.2, 0.2, 0.6]]
+    fresh = {m: score_with_method(cfg, m, mixtures) for m in ("linear", "tsv")}
+    with MethodScorer(cfg) as scorer:
+        for m in ("linear", "tsv", "linear"):
+            assert scorer.score(m, mixtures) == fresh[m], m
+        assert scorer.starts == 1 and scorer.last_load.startswith("method switched in place"), scorer.last_load
+        assert scorer.backend is not None
+        other = config_with_method(cfg, "ties").merge.model_copy(update={"exclude_lora": ["embed_tokens"]})
+        with pytest.raises(BackendError, match="other exclusions changes which tensors merge"):
+            scorer.backend.set_merge(other)  # type: ignore[attr-defined]
+    assert [r.value for r in fresh["linear"]] != [r.value for r in fresh["tsv"]]

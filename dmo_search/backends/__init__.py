@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmo_search.backends.base import Backend, BackendError, BatchBackend, CheckpointBackend
+from dmo_search.backends.base import Backend, BackendError, BatchBackend, CheckpointBackend, MethodBackend
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
 
-__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "make_backend"]
+__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "MethodBackend", "make_backend"]
 
 
 def make_backend(cfg: StudyConfig) -> Backend:

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "BackendError", "BatchBackend", "CheckpointBackend", "chat_prompt", "checked_checkpoint"]
+if TYPE_CHECKING:
+    from dmo_search.config import MergeConfig, StudyConfig
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BatchBackend",
+    "CheckpointBackend",
+    "MethodBackend",
+    "chat_prompt",
+    "checked_checkpoint",
+    "switched_merge",
+]
 
 
 class BackendError(RuntimeError):
@@ -147,3 +159,24 @@ class CheckpointBackend(Backend, Protocol):
     def serve_checkpoint(self, model_dir: str | Path) -> None:
         """Serve the checkpoint folder ``model_dir`` (raises ``BackendError`` if it cannot)."""
         ...
+
+
+@runtime_checkable
+class MethodBackend(Backend, Protocol):
+    """A backend that can switch its merge method without loading the base and the experts again."""
+
+    def set_merge(self, merge: MergeConfig) -> None:
+        """Merge by ``merge.method`` / ``params`` / ``seed`` from now on and serve the base until the next
+        mixture; raises ``BackendError`` if it cannot (other exclusions, vLLM's ``lora`` mode)."""
+        ...
+
+
+def switched_merge(cfg: StudyConfig, merge: MergeConfig) -> StudyConfig:
+    """``cfg`` with ``merge``'s method, params and seed, once its exclusions (the plan) are ``cfg``'s.
+
+    Raises:
+        BackendError: the exclusions differ (they fix which tensors merge: start a new backend).
+    """
+    if (merge.exclude_lora, merge.exclude_full) != (cfg.merge.exclude_lora, cfg.merge.exclude_full):
+        raise BackendError("a merge with other exclusions changes which tensors merge; start a new backend")
+    return cfg.model_copy(update={"merge": merge})

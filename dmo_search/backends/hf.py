@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint
+from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint, switched_merge
 from dmo_search.experts import ExpertError, load_expert_set
 from dmo_search.merge import InPlaceMerger
 from dmo_search.merge_methods import MergeMethod
 from dmo_search.models import is_vision_language, load_model
 
 if TYPE_CHECKING:
-    from dmo_search.config import StudyConfig
+    from dmo_search.config import MergeConfig, StudyConfig
 
 __all__ = ["HFBackend", "resolve_device"]
 
@@ -55,6 +55,7 @@ class HFBackend:
         base = Path(cfg.base_model)
         if not (base / "config.json").is_file():
             raise ExpertError(f"base_model {base} has no config.json; point base_model at a checkpoint folder")
+        self.cfg = cfg
         self.base = base
         self.serving: Path | None = None  # a checkpoint served in place of theta(w) (serve_checkpoint)
         self.processor: Any = None
@@ -90,6 +91,17 @@ class HFBackend:
         """Restore the base weights bit for bit."""
         self._base_back()
         self.merger.restore()
+
+    def set_merge(self, merge: MergeConfig) -> None:
+        """Merge by ``merge.method`` / ``params`` / ``seed`` from now on (base and experts stay loaded);
+        serves the base until the next :meth:`set_mixture`.
+
+        Raises:
+            BackendError: ``merge`` has other exclusions than the backend's (start a new backend).
+        """
+        self.cfg = switched_merge(self.cfg, merge)
+        self.restore_base()
+        self.merger.set_method(MergeMethod.from_config(merge))
 
     @property
     def serves_checkpoints(self) -> bool:

@@ -55,13 +55,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from dmo_search import reaper, simplex
-from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint
+from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint, switched_merge
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded
 from dmo_search.models import is_vision_language
 
 if TYPE_CHECKING:
-    from dmo_search.config import ExpertConfig, StudyConfig
+    from dmo_search.config import ExpertConfig, MergeConfig, StudyConfig
 
 __all__ = [
     "EXTENSION_CLS",
@@ -124,6 +124,11 @@ def lora_rank_sum(experts: Sequence[ExpertConfig]) -> int | None:
     if any(e.kind != "lora" or not (e.path / "adapter_config.json").is_file() for e in experts):
         return None
     return sum(_adapter_rank(e.path) for e in experts)
+
+
+def _method_json(merge: MergeConfig) -> str:
+    """The merge method for the worker extension (``MergeMethod.from_json`` reads it)."""
+    return json.dumps({"name": merge.method, "params": merge.params, "seed": merge.seed})
 
 
 def _vllm_on_cpu() -> bool:
@@ -383,8 +388,7 @@ class VLLMBackend:
         if self.mode == "dense":
             experts_json = json.dumps([e.model_dump(mode="json") for e in self.cfg.experts])
             merge = self.cfg.merge
-            method_json = json.dumps({"name": merge.method, "params": merge.params, "seed": merge.seed})
-            args = (str(self.cfg.base_model), experts_json, merge.exclude_lora, merge.exclude_full, method_json)
+            args = (str(self.cfg.base_model), experts_json, merge.exclude_lora, merge.exclude_full, _method_json(merge))
             try:
                 self.init_info = self._call(
                     "init_merge", lambda: self.llm.collective_rpc("dmo_init_merge", args=args)[0]
@@ -507,6 +511,20 @@ class VLLMBackend:
             old, self._lora_req = self._lora_req, None
             self._drop_lora(old)
         self.current, self.serving = None, None
+
+    def set_merge(self, merge: MergeConfig) -> None:
+        """Merge by ``merge.method`` / ``params`` / ``seed`` from now on, without a restart (the worker keeps
+        the base and the experts; dense mode); serves the base until the next :meth:`set_mixture`.
+
+        Raises:
+            BackendError: ``lora`` mode (linear only: start an engine in dense mode), or other exclusions.
+        """
+        if self.mode != "dense":
+            raise BackendError("lora mode merges linearly only; switch merge methods on a dense engine")
+        cfg = switched_merge(self.cfg, merge)
+        self._call("set_merge", lambda: self.llm.collective_rpc("dmo_set_method", args=(_method_json(merge),))[0])
+        self.cfg = cfg  # a restart() initialises the new engine with this method
+        self.restore_base()
 
     @property
     def serves_checkpoints(self) -> bool:

@@ -272,6 +272,13 @@ class MergeWorkerExtension:
         n = self._dmo_load_folder(Path(path))
         return {"load_s": time.perf_counter() - t0, "n_tensors": float(n)}
 
+    def dmo_set_method(self, method_json: str) -> None:
+        """Merge with this method (:meth:`~dmo_search.merge_methods.MergeMethod.to_json`) from the next
+        :meth:`dmo_apply` on; the base, the experts and the plan stay."""
+        from dmo_search.merge_methods import MergeMethod
+
+        self._dmo_merger.set_method(MergeMethod.from_json(method_json))
+
     def dmo_planned_names(self) -> list[str]:
         """Checkpoint names of the tensors each swap loads (merged ones and their layer siblings)."""
         return [n for n, _ in self._dmo_send]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dmo_search.merge_params import METHOD_PARAMS, ParamValue, resolve_params
 from dmo_search.promote.stats import Correlation, rank_correlations, top1_regret
+from dmo_search.proxies import MethodScorer
 
 if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
@@ -27,6 +28,7 @@ __all__ = [
     "MethodComparison",
     "MethodRow",
     "Scorer",
+    "StudyScorer",
     "compare_methods",
     "comparison_text",
     "parse_method_params",
@@ -127,16 +129,26 @@ def _setup(cfg: StudyConfig, method: str, params: Mapping[str, ParamValue]) -> d
     }
 
 
-def study_scorer(cfg: StudyConfig, say: Callable[[str], None] = lambda _: None) -> Scorer:
-    """The real scorer: :func:`~dmo_search.proxies.score_with_method` with the study's config and backend."""
+class StudyScorer(MethodScorer):
+    """The real :data:`Scorer`: :class:`~dmo_search.proxies.MethodScorer` with the study's config and
+    backend, one backend for all the methods compared (each switched in place where it can). A context
+    manager; :meth:`close` stops the backend."""
 
-    def score(method: str, params: Mapping[str, ParamValue], mixtures: list[list[float]]) -> list[float]:
-        from dmo_search.proxies import score_with_method
+    def __init__(self, cfg: StudyConfig, say: Callable[[str], None] = lambda _: None) -> None:
+        super().__init__(cfg)
+        self.say = say
 
-        say(f"{method}: scoring {len(mixtures)} mixture(s) with the {cfg.backend.name} backend")
-        return [float(r.value) for r in score_with_method(cfg, method, mixtures, params=params)]
+    def __call__(self, method: str, params: Mapping[str, ParamValue], mixtures: list[list[float]]) -> list[float]:
+        """Proxy values of ``mixtures`` under ``method`` with ``params``."""
+        self.say(f"{method}: scoring {len(mixtures)} mixture(s) with the {self.cfg.backend.name} backend")
+        values = [float(r.value) for r in self.score(method, mixtures, params=params)]
+        self.say(f"{method}: merged models served ({self.last_load})")
+        return values
 
-    return score
+
+def study_scorer(cfg: StudyConfig, say: Callable[[str], None] = lambda _: None) -> StudyScorer:
+    """The study's scorer (:class:`StudyScorer`); use it as a context manager."""
+    return StudyScorer(cfg, say)
 
 
 def compare_methods(

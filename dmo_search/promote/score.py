@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
+
+from dmo_search.backends.keeper import KeptBackend
 
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
@@ -60,7 +61,7 @@ def scoring_config(cfg: StudyConfig, model_dir: Path) -> StudyConfig:
     return cfg.model_copy(update={"base_model": Path(model_dir).resolve()})
 
 
-class CheckpointScorer:
+class CheckpointScorer(KeptBackend):
     """Scores checkpoints one after another on as few backend starts as it can.
 
     The first checkpoint starts the study's backend on it (:func:`scoring_config`); each later one is
@@ -72,63 +73,30 @@ class CheckpointScorer:
     """
 
     def __init__(self, cfg: StudyConfig) -> None:
+        super().__init__()
         self.cfg = cfg
-        self.backend: Backend | None = None
-        self.starts = 0
-        self.last_load = ""  # how the last checkpoint was put in place, for progress lines
-
-    def _serve(self, model_dir: Path) -> Backend:
-        """The backend, serving ``model_dir``: loaded in place, or on a new backend started on it.
-
-        Raises:
-            BackendError: the new backend did not start (with why the in-place load failed first, if it did).
-        """
-        from dmo_search.backends import BackendError, CheckpointBackend, make_backend
-
-        t0 = time.perf_counter()
-        b = self.backend
-        refused = ""
-        if isinstance(b, CheckpointBackend) and b.serves_checkpoints:
-            try:
-                b.serve_checkpoint(model_dir)
-                self.last_load = f"checkpoint loaded in place in {time.perf_counter() - t0:.2f}s"
-                return b
-            except Exception as e:  # a dead engine, another architecture: a new backend is tried
-                refused = f"in-place load failed ({type(e).__name__}: {e}); "
-        self.close()
-        try:
-            self.backend = make_backend(scoring_config(self.cfg, model_dir))
-        except Exception as e:
-            if not refused:
-                raise
-            raise BackendError(f"{refused}a new backend on it failed too: {type(e).__name__}: {e}") from e
-        self.starts += 1
-        self.last_load = f"{refused}engine started on it in {time.perf_counter() - t0:.1f}s"
-        return self.backend
 
     def score(self, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:
-        """Score the checkpoint at ``model_dir`` with each objective."""
-        backend = self._serve(Path(model_dir))
+        """Score the checkpoint at ``model_dir`` with each objective.
+
+        Raises:
+            BackendError: no backend could serve it (the in-place failure and the start failure named).
+        """
+        from dmo_search.backends import CheckpointBackend
+
+        def in_place(b: Backend) -> bool:
+            if not (isinstance(b, CheckpointBackend) and b.serves_checkpoints):
+                return False
+            b.serve_checkpoint(model_dir)
+            return True
+
+        backend = self.get(scoring_config(self.cfg, model_dir), in_place, "checkpoint loaded")
         out = []
         for objective in objectives:
             t0 = time.perf_counter()
             result = objective.evaluate(backend)
             out.append(Score.of(result, time.perf_counter() - t0))
         return out
-
-    def close(self) -> None:
-        """Stop the backend (a later :meth:`score` starts a new one)."""
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-
-    def __enter__(self) -> CheckpointScorer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def score_model_many(cfg: StudyConfig, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:

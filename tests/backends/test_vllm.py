@@ -298,6 +298,34 @@ def test_dense_swap_writes_the_transformers_merge_into_the_engine(
     assert vb.weight_checksums(names) == base  # the base comes back bit for bit
 
 
+def test_a_merge_method_is_switched_in_the_running_engine(engines: _Engines, hf: HFBackend, cfg: StudyConfig) -> None:
+    """``set_merge`` switches the engine's merge method without a restart (``report --compare-methods``
+    scores every method on one engine): after TIES the engine computes with the transformers-side TIES
+    merge, and back on linear with the linear one again."""
+    from dmo_search.proxies import config_with_method
+
+    vb = engines.get("dense")
+    params = dict(hf.model.named_parameters())
+    names = [n for n in vb.planned_names() if n in params]
+    w = _mixtures(cfg.n_domains)[2]
+    vb.set_mixture(w)
+    linear = vb.weight_checksums(names)
+    for method in ("ties", "linear"):
+        merge = config_with_method(cfg, method).merge
+        vb.set_merge(merge)
+        hf.set_merge(merge)
+        assert vb.current is None and vb.cfg.merge.method == method
+        vb.set_mixture(w)
+        hf.set_mixture(w)
+        got = vb.weight_checksums(names)
+        for n in names:
+            want = tensor_checksum(params[n])
+            assert _close(got[n], want, params[n].numel()), f"{method} {n}: engine {got[n]} != merge {want}"
+        assert (got != linear) == (method == "ties")
+    hf.restore_base()
+    vb.restore_base()
+
+
 def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -512,6 +540,8 @@ def test_q_candidates_in_one_generate_equal_one_by_one(
     assert vb.current == pytest.approx(mixes[0])  # the current mixture is untouched
     assert len({tuple(o) for o in one}) > 1, "the mixtures should not all give the same answers"
     assert not vb.serves_checkpoints
+    with pytest.raises(BackendError, match="lora mode merges linearly only"):
+        vb.set_merge(lora_cfg.merge)
     with pytest.raises(BackendError, match=r"needs backend\.mode: dense; in lora mode start an engine on it"):
         vb.serve_checkpoint(lora_cfg.base_model)
 

@@ -41,7 +41,7 @@ def test_vllm_scores_later_checkpoints_in_place_as_a_fresh_engine_would(toy_worl
     objective = make_objective(cfg.objective)
     with CheckpointScorer(cfg) as scorer:
         first = scorer.score(base, [objective])[0]
-        assert scorer.last_load.startswith("engine started")
+        assert scorer.last_load.startswith("backend started")
         in_place = scorer.score(full, [objective])[0]
         assert scorer.starts == 1 and scorer.last_load.startswith("checkpoint loaded in place"), scorer.last_load
         print(f"in place: {scorer.last_load}")
@@ -94,4 +94,4 @@ def test_a_checkpoint_refused_in_place_gets_a_new_backend_whose_failure_names_bo
         assert "a new backend on it failed too: ExpertError: " in msg, msg
         assert scorer.backend is None and scorer.starts == 1
         scorer.score(full, [objective])
-        assert scorer.starts == 2 and scorer.last_load.startswith("engine started on it")
+        assert scorer.starts == 2 and scorer.last_load.startswith("backend started in")
