@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import signal
@@ -46,6 +45,7 @@ from dmo_search.objectives.base import aggregate
 from dmo_search.objectives.data import load_validation_set
 from dmo_search.objectives.metrics import exact_match
 from dmo_search.study import StudyError
+from tests.backends._checksums import assert_engine_computes_with, close
 
 pytestmark = pytest.mark.slow
 
@@ -257,12 +257,6 @@ def _embed(cfg: StudyConfig, w_lora: list[float]) -> list[float]:
     return out
 
 
-def _close(a: tuple[float, float], b: tuple[float, float], numel: int) -> bool:
-    """Checksums equal up to float32 rounding of the merge (thread counts change matmul rounding)."""
-    (s1, q1), (s2, q2) = a, b
-    return abs(q1 - q2) <= 1e-6 * max(q2, 1e-30) and abs(s1 - s2) <= 1e-6 * math.sqrt(numel * max(q2, 1e-30))
-
-
 # ------------------------------------------------------------------------------------------- dense
 
 
@@ -287,11 +281,8 @@ def test_dense_swap_writes_the_transformers_merge_into_the_engine(
     for w in _mixtures(cfg.n_domains):
         hf.set_mixture(w)
         vb.set_mixture(w)
-        got = vb.weight_checksums(names)
-        for n in names:
-            want = tensor_checksum(params[n])
-            assert _close(got[n], want, params[n].numel()), f"{n} at w={w}: engine {got[n]} != merge {want}"
-        moved = [n for n in names if not _close(base[n], got[n], params[n].numel())]
+        got = assert_engine_computes_with(vb, params, names, f"w={w}")
+        moved = [n for n in names if not close(base[n], got[n], params[n].numel())]
         assert moved, f"w={w}: no tensor changed"
     hf.restore_base()
     vb.restore_base()
@@ -317,10 +308,7 @@ def test_a_merge_method_is_switched_in_the_running_engine(engines: _Engines, hf:
         assert vb.current is None and vb.cfg.merge.method == method
         vb.set_mixture(w)
         hf.set_mixture(w)
-        got = vb.weight_checksums(names)
-        for n in names:
-            want = tensor_checksum(params[n])
-            assert _close(got[n], want, params[n].numel()), f"{method} {n}: engine {got[n]} != merge {want}"
+        got = assert_engine_computes_with(vb, params, names, method)
         assert (got != linear) == (method == "ties")
     hf.restore_base()
     vb.restore_base()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dmo_search.backends.hf import HFBackend
-from dmo_search.backends.vllm_ext import tensor_checksum
 from dmo_search.config import StudyConfig, load_config, parse_config
 from dmo_search.proxies import config_with_method
+from tests.backends._checksums import assert_engine_computes_with
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +21,6 @@ def cfg(toy_world: Any) -> StudyConfig:
     data = json.loads(load_config(Path(toy_world.config_path)).to_json())
     data["backend"] = {**data["backend"], "name": "vllm", "mode": "dense", "dtype": "float32"}
     return config_with_method(parse_config(data), "dare_ties", {"drop_rate": 0.3}, seed=5)
-
-
-def _close(a: tuple[float, float], b: tuple[float, float], numel: int) -> bool:
-    (s1, q1), (s2, q2) = a, b
-    return abs(q1 - q2) <= 1e-6 * max(q2, 1e-30) and abs(s1 - s2) <= 1e-6 * math.sqrt(numel * max(q2, 1e-30))
 
 
 def test_dense_vllm_serves_the_methods_merge(cfg: StudyConfig) -> None:
@@ -45,10 +39,7 @@ def test_dense_vllm_serves_the_methods_merge(cfg: StudyConfig) -> None:
         for w in ([0.5, 0.3, 0.2], [0.1, 0.1, 0.8]):
             hf.set_mixture(w)
             vb.set_mixture(w)
-            got = vb.weight_checksums(names)
-            for n in names:
-                want = tensor_checksum(params[n])
-                assert _close(got[n], want, params[n].numel()), f"{n} at w={w}: engine {got[n]} != merge {want}"
+            got = assert_engine_computes_with(vb, params, names, f"w={w}")
             assert any(got[n] != base[n] for n in names)
         vb.restore_base()
         assert vb.weight_checksums(names) == base
