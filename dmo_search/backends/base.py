@@ -149,7 +149,8 @@ def checked_checkpoint(model_dir: str | Path, base: str | Path) -> Path:
 @runtime_checkable
 class CheckpointBackend(Backend, Protocol):
     """A backend that can serve a full checkpoint of the base's architecture in place of theta(w),
-    without a restart (vLLM's ``dense`` mode); ``set_mixture`` / ``restore_base`` serve the merge again."""
+    without a restart (``hf``; vLLM in ``dense`` mode); ``set_mixture`` / ``restore_base`` serve the
+    merge again."""
 
     @property
     def serves_checkpoints(self) -> bool:
