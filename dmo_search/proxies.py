@@ -22,6 +22,7 @@ from dmo_search.config import StudyConfig, parse_config
 
 if TYPE_CHECKING:
     from dmo_search.backends import Backend
+    from dmo_search.objectives import Objective
     from dmo_search.objectives.base import ObjectiveResult
 
 __all__ = ["MethodScorer", "config_with_method", "score_with_method"]
@@ -60,6 +61,7 @@ class MethodScorer(KeptBackend):
     def __init__(self, cfg: StudyConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self._objective: Objective | None = None  # the same for every method: built once
 
     def score(
         self,
@@ -83,8 +85,9 @@ class MethodScorer(KeptBackend):
             return True
 
         backend = self.get(mcfg, in_place, "method switched")
-        objective = make_objective(mcfg.objective)
-        out = [evaluate_mixture(backend, objective, w)[0] for w in mixtures]
+        if self._objective is None:
+            self._objective = make_objective(self.cfg.objective)  # a method changes the merge, not this
+        out = [evaluate_mixture(backend, self._objective, w)[0] for w in mixtures]
         backend.restore_base()
         return out
 

@@ -546,7 +546,6 @@ class VLLMBackend:
                 f"serve_checkpoint({model_dir}) needs backend.mode: dense; in lora mode start an engine on it"
             )
         path = checked_checkpoint(model_dir, self.cfg.base_model)
-        self._ensure_alive("serve_checkpoint")
         t0 = time.perf_counter()
         res = self._call(
             "serve_checkpoint", lambda: self.llm.collective_rpc("dmo_serve_checkpoint", args=(str(path),))[0]
