@@ -2,7 +2,7 @@
 backend in place) vs a backend started per job (the path before), side by side in one run, same jobs,
 same objective:
 
-  --job checkpoints : N full checkpoints scored, as a promotion scores its SFT runs (``CheckpointScorer``,
+  --job checkpoints : N full checkpoints scored, as a promotion scores its SFT runs (``PromotionScorer``,
                       ``serve_checkpoint``); the checkpoints are the world's base and full fine-tunes,
                       cycled to ``--n``
   --job methods     : the same mixtures scored under M merge methods, as ``report --compare-methods``
@@ -39,7 +39,7 @@ def bench_config(cfg: StudyConfig, subset: int, backend: str) -> StudyConfig:
 def checkpoint_jobs(cfg: StudyConfig, n: int) -> tuple[Callable[[], KeptBackend], list[Job]]:
     """Scoring ``n`` checkpoints (the base and the full fine-tunes, cycled)."""
     from dmo_search.objectives import make_objective
-    from dmo_search.promote.score import CheckpointScorer
+    from dmo_search.promote.score import PromotionScorer
 
     pool = [Path(cfg.base_model)] + [Path(e.path) for e in cfg.experts if e.kind == "full"]
     objective = make_objective(cfg.objective)
@@ -47,7 +47,7 @@ def checkpoint_jobs(cfg: StudyConfig, n: int) -> tuple[Callable[[], KeptBackend]
     def job(c: Path) -> Job:
         return c.name, lambda s: [s.score(c, [objective])[0].value]
 
-    return lambda: CheckpointScorer(cfg), [job(pool[i % len(pool)]) for i in range(n)]
+    return lambda: PromotionScorer(cfg), [job(pool[i % len(pool)]) for i in range(n)]
 
 
 def method_jobs(cfg: StudyConfig, methods: list[str], n_mixtures: int) -> tuple[Callable[[], KeptBackend], list[Job]]:

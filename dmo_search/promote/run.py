@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dmo_search.promote.config import PromotionConfig
-from dmo_search.promote.score import CheckpointScorer
+from dmo_search.promote.score import PromotionScorer
 from dmo_search.promote.store import PromotionRecord, PromotionStore
 from dmo_search.sampler import VALUE_SE_ATTR
 
@@ -73,7 +73,7 @@ def _trial_proxy(study: optuna.Study, number: int) -> dict[str, Any] | None:
 
 def _fill_proxies(
     study: optuna.Study,
-    cfg: StudyConfig,
+    scorer: PromotionScorer,
     store: PromotionStore,
     recs: list[PromotionRecord],
     objective: Objective,
@@ -81,9 +81,7 @@ def _fill_proxies(
     say: Say,
 ) -> None:
     """Record each mixture's proxy score: its trial's, else the merged proxy scored now; with ``full``,
-    also the merged proxy on every validation example. What must be scored is scored on one backend start."""
-    from dmo_search.promote.score import score_mixtures_many
-
+    also the merged proxy on every validation example. What must be scored is scored on ``scorer``'s backend."""
     todo: list[tuple[PromotionRecord, list[Objective]]] = []
     for r in recs:
         needed = []
@@ -100,7 +98,7 @@ def _fill_proxies(
     if not todo:
         return
     say(f"scoring the merged proxy of {len(todo)} mixture(s) ...")
-    results = score_mixtures_many(cfg, [(list(r.weights.values()), needed) for r, needed in todo])
+    results = scorer.score_mixtures([(list(r.weights.values()), needed) for r, needed in todo])
     for (r, needed), scores in zip(todo, results, strict=True):
         fields: dict[str, Any] = {}
         for o, s in zip(needed, scores, strict=True):
@@ -158,7 +156,7 @@ def _finished(rec: PromotionRecord, full: Objective | None) -> bool:
 
 
 def _score_one(
-    scorer: CheckpointScorer,
+    scorer: PromotionScorer,
     store: PromotionStore,
     rec: PromotionRecord,
     objective: Objective,
@@ -215,7 +213,7 @@ def _train_step(
 
 
 def _score_step(
-    scorer: CheckpointScorer,
+    scorer: PromotionScorer,
     store: PromotionStore,
     rec: PromotionRecord,
     objective: Objective,
@@ -257,7 +255,8 @@ def promote(
     Runs already ``done`` (same mixture and training spec) are not retrained; ``trained`` ones are
     only scored. A run that fails is recorded ``failed`` with its error (one whose scoring failed keeps
     its status, ``trained`` or ``done``, with the error: its model is scored, not retrained, next time),
-    and the others go on.
+    and the others go on. Every run is trained first; then one :class:`PromotionScorer` scores the merged
+    proxies not taken from a trial and the trained models (no engine holds memory while a run trains).
 
     Args:
         study: the study (from :func:`dmo_search.study.load_study`).
@@ -325,7 +324,6 @@ def promote(
             )
         recs = [r for k in keys if (r := store.get(k)) is not None]
         say(f"promoting {len(recs)} mixture(s): " + ", ".join(f"{r.role} {_short(r.weights)}" for r in recs))
-        _fill_proxies(study, cfg, store, recs, objective, full, say)
         train_sets = {n: load_train_set(Path(promotion.train_data[n])) for n in cfg.expert_names}
         tags = {}
         for i, key in enumerate(keys, start=1):  # all training first: no engine holds memory meanwhile
@@ -338,7 +336,9 @@ def promote(
                 say(f"{tag}: trained earlier; to be scored")
             else:
                 _train_step(cfg, promotion, store, rec, out_root / key, train_sets, tag, say)
-        with CheckpointScorer(cfg) as scorer:  # then all scoring, on one engine where it can
+        with PromotionScorer(cfg) as scorer:  # then all scoring, on one engine where it can: proxies first
+            recs = [r for k in keys if (r := store.get(k)) is not None]
+            _fill_proxies(study, scorer, store, recs, objective, full, say)
             for key in keys:
                 rec = store.get(key)
                 assert rec is not None
@@ -367,7 +367,6 @@ def ingest_model(
     Raises:
         SFTError: ``model`` is neither a checkpoint nor an adapter.
     """
-    from dmo_search.promote.score import score_mixtures
     from dmo_search.promote.sft import materialize_model
 
     model = Path(model).resolve()
@@ -391,22 +390,12 @@ def ingest_model(
         if rec.status == "done":
             say(f"model {model} was ingested earlier (SFT {rec.sft_value:.4f})")
             return rec
-        if rec.proxy_value is None:
-            stored = _trial_proxy(study, trial) if trial is not None else None
-            if stored is None:
-                say("scoring the merged proxy of the mixture ...")
-                s = score_mixtures(cfg, [list(weights)], objective)[0]
-                stored = {
-                    "proxy_value": s.value,
-                    "proxy_value_se": s.value_se,
-                    "proxy_scores": s.scores,
-                    "proxy_source": "evaluated",
-                }
-            rec = store.update(key, **stored)
         model_dir = materialize_model(model, cfg.base_model, out_root / key / "model")
         rec = store.update(key, status="trained", model_dir=str(model_dir))
-        say(f"scoring {model_dir} ...")
-        with CheckpointScorer(cfg) as scorer:
+        with PromotionScorer(cfg) as scorer:  # the proxy (unless its trial has it), then the model: one engine
+            _fill_proxies(study, scorer, store, [rec], objective, None, say)
+            say(f"scoring {model_dir} ...")
+            rec = store.get(key) or rec
             return _score_one(scorer, store, rec, objective)
     finally:
         store.close()

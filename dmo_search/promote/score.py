@@ -1,11 +1,11 @@
 """Scoring promoted models the way the study scored its proxies: the study's objective (same fixed
 validation subsets) on the study's backend.
 
-A trained checkpoint is served by the study's own backend started with the checkpoint as its base
-model and no mixture applied (the backend serves ``theta_0``, here the SFT model), so generation,
+A trained checkpoint is served by the study's own backend with no mixture applied, so generation,
 prompt formatting and metrics are the very code that scored the merged proxies. A
-:class:`CheckpointScorer` keeps that backend for the next checkpoints and loads each into it in place
-where it can (``hf``, vLLM's dense mode), instead of starting an engine per checkpoint.
+:class:`PromotionScorer` keeps one backend for a promotion's merged proxies and then its checkpoints,
+loading each checkpoint into it in place where it can (``hf``, vLLM's dense mode), instead of starting
+an engine for the proxies and one per checkpoint.
 """
 
 from __future__ import annotations
@@ -23,15 +23,7 @@ if TYPE_CHECKING:
     from dmo_search.config import StudyConfig
     from dmo_search.objectives import Objective, ObjectiveResult
 
-__all__ = [
-    "CheckpointScorer",
-    "Score",
-    "full_objective",
-    "score_mixtures",
-    "score_mixtures_many",
-    "score_model_many",
-    "scoring_config",
-]
+__all__ = ["PromotionScorer", "Score", "full_objective", "scoring_config"]
 
 
 @dataclass(frozen=True)
@@ -61,20 +53,44 @@ def scoring_config(cfg: StudyConfig, model_dir: Path) -> StudyConfig:
     return cfg.model_copy(update={"base_model": Path(model_dir).resolve()})
 
 
-class CheckpointScorer(KeptBackend):
-    """Scores checkpoints one after another on as few backend starts as it can.
+class PromotionScorer(KeptBackend):
+    """Scores a promotion's merged proxies and trained checkpoints on as few backend starts as it can.
 
-    The first checkpoint starts the study's backend on it (:func:`scoring_config`); each later one is
-    loaded into that running backend in place when it can serve checkpoints (``serve_checkpoint``: vLLM
-    in ``dense`` mode, a fraction of a second for the toy world where an engine start takes ~20 s; ``hf``
-    without loading the experts again), else, or after an in-place load failed (an engine that died,
-    another architecture), a new backend is started on it. Use it as a context manager; :meth:`close`
-    stops the backend.
+    Merged proxies (:meth:`score_mixtures`) are scored on the study's backend (started on the study's
+    base model, or kept from earlier proxies: a checkpoint served meanwhile is replaced by the base
+    before the next merge). A checkpoint (:meth:`score`) is loaded into the running backend in place
+    when it can serve checkpoints (``serve_checkpoint``: vLLM in ``dense`` mode, a fraction of a second
+    for the toy world where an engine start takes ~20 s; ``hf`` without loading the experts again),
+    else, or after an in-place load failed (an engine that died, another architecture), a new backend is
+    started on it (:func:`scoring_config`), which then serves no merges. Use it as a context manager;
+    :meth:`close` stops the backend.
     """
 
     def __init__(self, cfg: StudyConfig) -> None:
         super().__init__()
         self.cfg = cfg
+
+    def score_mixtures(self, jobs: Sequence[tuple[Sequence[float], Sequence[Objective]]]) -> list[list[Score]]:
+        """Proxy scores of ``(mixture, objectives)`` jobs: each mixture merged in place (as a trial is)
+        and scored by each of its objectives.
+
+        Raises:
+            BackendError: the study's backend did not start.
+        """
+        from dmo_search.study import evaluate_mixture
+
+        if not jobs:
+            return []
+        # a backend started on a checkpoint merges relative to it, not to the study's base: not reused
+        backend = self.get(self.cfg, lambda _b: self.started_cfg is self.cfg, "study backend kept")
+        out = []
+        for w, objectives in jobs:
+            scores = []
+            for objective in objectives:
+                result, _merge_s, eval_s = evaluate_mixture(backend, objective, w)
+                scores.append(Score.of(result, eval_s))
+            out.append(scores)
+        return out
 
     def score(self, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:
         """Score the checkpoint at ``model_dir`` with each objective.
@@ -97,38 +113,3 @@ class CheckpointScorer(KeptBackend):
             result = objective.evaluate(backend)
             out.append(Score.of(result, time.perf_counter() - t0))
         return out
-
-
-def score_model_many(cfg: StudyConfig, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:
-    """Score the checkpoint at ``model_dir`` with each objective, on one start of the study's backend."""
-    with CheckpointScorer(cfg) as scorer:
-        return scorer.score(model_dir, objectives)
-
-
-def score_mixtures(cfg: StudyConfig, weights: Sequence[Sequence[float]], objective: Objective) -> list[Score]:
-    """Proxy scores of mixtures: each merged in place on one backend and scored (as a trial is)."""
-    return [scores[0] for scores in score_mixtures_many(cfg, [(w, [objective]) for w in weights])]
-
-
-def score_mixtures_many(
-    cfg: StudyConfig, jobs: Sequence[tuple[Sequence[float], Sequence[Objective]]]
-) -> list[list[Score]]:
-    """Proxy scores of ``(mixture, objectives)`` jobs, all on one start of the study's backend: each
-    mixture merged in place and scored by each of its objectives."""
-    from dmo_search.backends import make_backend
-    from dmo_search.study import evaluate_mixture
-
-    if not jobs:
-        return []
-    backend = make_backend(cfg)
-    try:
-        out = []
-        for w, objectives in jobs:
-            scores = []
-            for objective in objectives:
-                result, _merge_s, eval_s = evaluate_mixture(backend, objective, w)
-                scores.append(Score.of(result, eval_s))
-            out.append(scores)
-        return out
-    finally:
-        backend.close()

@@ -102,22 +102,22 @@ def test_a_run_whose_scoring_fails_keeps_its_trained_model(
     store.update(key, status="failed", error="killed")  # retrained by the next promote
     store.close()
     argv = ["promote", "p", "--storage", storage, "--top", "1", "--calibration", "1", "--json"]
-    real = score.CheckpointScorer.score
+    real = score.PromotionScorer.score
 
     def out_of_memory(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA out of memory (stand-in)")
 
-    monkeypatch.setattr(score.CheckpointScorer, "score", out_of_memory)
+    monkeypatch.setattr(score.PromotionScorer, "score", out_of_memory)
     _run(capsys, argv, code=1)
     rec = {r.run_key: r for r in load_promotions(storage, "p")}[key]
     assert rec.status == "trained" and "out of memory" in (rec.error or "")
     trained_at = (Path(str(rec.model_dir)) / "config.json").stat().st_mtime_ns
-    monkeypatch.setattr(score.CheckpointScorer, "score", real)
+    monkeypatch.setattr(score.PromotionScorer, "score", real)
     again = {r["run_key"]: r for r in _run(capsys, argv)}[key]
     assert again["status"] == "done" and again["error"] is None and again["sft_value"] is not None
     assert (Path(again["model_dir"]) / "config.json").stat().st_mtime_ns == trained_at  # scored, not retrained
     # a done run whose full-validation scoring fails stays done, with the error, and promote exits 1
-    monkeypatch.setattr(score.CheckpointScorer, "score", out_of_memory)
+    monkeypatch.setattr(score.PromotionScorer, "score", out_of_memory)
     _run(capsys, [*argv, "--full-validation"], code=1)
     rec = {r.run_key: r for r in load_promotions(storage, "p")}[key]
     assert rec.status == "done" and "out of memory" in (rec.error or "") and rec.sft_full_value is None
