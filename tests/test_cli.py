@@ -368,7 +368,8 @@ def test_kill_then_resume(toy_world: Any, tmp_path: Path, sig: signal.Signals) -
 
 def test_launch_on_the_vllm_backend_end_to_end(toy_world: Any, tmp_path: Path) -> None:
     """The README's main job in a subprocess: `launch` on one live vLLM engine. Its stdout is JSON only,
-    and without -v vLLM's INFO lines (its engine config, a line per weight swap) stay off stderr."""
+    and without -v vLLM's INFO lines (its engine config, a line per weight swap) stay off stderr, and so do
+    its start-up advisories and torch's deprecation notes (every WARNING line of a start on this CPU)."""
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed in this environment")
     cfg = small_config(toy_world.root, tmp_path, name="v", n_trials=3, designs=["centre"])
@@ -384,3 +385,5 @@ def test_launch_on_the_vllm_backend_end_to_end(toy_world: Any, tmp_path: Path) -
     assert json.loads(res.stdout)["counts"] == {"COMPLETE": 3}
     assert "vLLM engine (dense mode) ready" in res.stderr
     assert [line for line in res.stderr.splitlines() if " INFO " in line] == []
+    noise = [ln for ln in res.stderr.splitlines() if " WARNING " in ln or "is deprecated" in ln or "torch/" in ln]
+    assert noise == [], "\n".join(noise)

@@ -56,6 +56,7 @@ import torch
 
 from dmo_search import reaper, simplex
 from dmo_search.backends.base import BackendError, chat_prompt, checked_checkpoint, switched_merge
+from dmo_search.backends.vllm_logging import quiet_engine_start, quiet_vllm_import
 from dmo_search.experts import ExpertError, LowRankDelta, load_expert_set
 from dmo_search.merge import is_excluded
 from dmo_search.models import is_vision_language
@@ -132,6 +133,7 @@ def _method_json(merge: MergeConfig) -> str:
 
 
 def _vllm_on_cpu() -> bool:
+    quiet_vllm_import()
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())
@@ -370,9 +372,10 @@ class VLLMBackend:
         except Exception as e:
             raise BackendError(f"the vLLM engine's watchdog did not start: {e}") from e
         try:
+            quiet_vllm_import()
             from vllm import LLM  # its first import takes seconds: the watchdog already covers the folder
 
-            with _rpc_sockets_in(self._rpc_dir):
+            with _rpc_sockets_in(self._rpc_dir), quiet_engine_start(self._tmp):
                 self.llm = LLM(**self._engine_kwargs())
         except BaseException as e:
             self._reaper.stop()  # what the failed start left running
