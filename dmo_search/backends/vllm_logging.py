@@ -1,6 +1,6 @@
 """vLLM's start-up advisories kept off the terminal; its other warnings and errors still show.
 
-Every engine start printed about 35 lines to stderr on a CPU machine, from each of vLLM's three
+A toy engine's start and stop printed 38 lines to stderr on a CPU machine, from each of vLLM's three
 processes: advisories about the platform (no Triton CPU backend, no tcmalloc/iomp in ``LD_PRELOAD``,
 enforce-eager and inductor notes, the V1 model runner chosen), torch's deprecation notes logged while
 vLLM imports it, a deprecation warning of vLLM's own code, and vLLM's shutdown notes that it force-kills
