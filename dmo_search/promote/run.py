@@ -337,7 +337,6 @@ def promote(
             else:
                 _train_step(cfg, promotion, store, rec, out_root / key, train_sets, tag, say)
         with PromotionScorer(cfg) as scorer:  # then all scoring, on one engine where it can: proxies first
-            recs = [r for k in keys if (r := store.get(k)) is not None]
             _fill_proxies(study, scorer, store, recs, objective, full, say)
             for key in keys:
                 rec = store.get(key)
@@ -395,7 +394,6 @@ def ingest_model(
         with PromotionScorer(cfg) as scorer:  # the proxy (unless its trial has it), then the model: one engine
             _fill_proxies(study, scorer, store, [rec], objective, None, say)
             say(f"scoring {model_dir} ...")
-            rec = store.get(key) or rec
             return _score_one(scorer, store, rec, objective)
     finally:
         store.close()

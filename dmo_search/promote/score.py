@@ -77,19 +77,14 @@ class PromotionScorer(KeptBackend):
         Raises:
             BackendError: the study's backend did not start.
         """
-        from dmo_search.study import evaluate_mixture
-
         if not jobs:
             return []
         # a backend started on a checkpoint merges relative to it, not to the study's base: not reused
         backend = self.get(self.cfg, lambda _b: self.started_cfg is self.cfg, "study backend kept")
         out = []
         for w, objectives in jobs:
-            scores = []
-            for objective in objectives:
-                result, _merge_s, eval_s = evaluate_mixture(backend, objective, w)
-                scores.append(Score.of(result, eval_s))
-            out.append(scores)
+            backend.set_mixture(w)  # once for all its objectives
+            out.append(_evaluate(backend, objectives))
         return out
 
     def score(self, model_dir: Path, objectives: Sequence[Objective]) -> list[Score]:
@@ -106,10 +101,14 @@ class PromotionScorer(KeptBackend):
             b.serve_checkpoint(model_dir)
             return True
 
-        backend = self.get(scoring_config(self.cfg, model_dir), in_place, "checkpoint loaded")
-        out = []
-        for objective in objectives:
-            t0 = time.perf_counter()
-            result = objective.evaluate(backend)
-            out.append(Score.of(result, time.perf_counter() - t0))
-        return out
+        return _evaluate(self.get(scoring_config(self.cfg, model_dir), in_place, "checkpoint loaded"), objectives)
+
+
+def _evaluate(backend: Backend, objectives: Sequence[Objective]) -> list[Score]:
+    """Each objective's score of the model the backend serves now, with its wall time."""
+    out = []
+    for objective in objectives:
+        t0 = time.perf_counter()
+        result = objective.evaluate(backend)
+        out.append(Score.of(result, time.perf_counter() - t0))
+    return out
